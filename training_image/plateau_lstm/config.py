@@ -1,0 +1,143 @@
+"""Typed configuration with documented defaults; the CLI only fills these in.
+
+The numbers are the design's (ARCHITECTURE.md, "The training algorithm"); change them here,
+not in the modules that use them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """How `plateau-lstm prepare` reads, cleans and splits a raw series."""
+
+    timestamp_col: str | None = None
+    """Timestamp column; None picks the first column named like a time (date, time, ds, ...)."""
+    target_col: str | None = None
+    """Column to forecast; None picks the first numeric column that is not the timestamp."""
+    feature_cols: tuple[str, ...] = ()
+    """Extra input columns, scaled per column on the training part only."""
+    train_fraction: float = 0.70
+    val_fraction: float = 0.15
+    """The test part is what remains (0.15 by default), always the latest in time."""
+    max_gap: int = 24
+    """Longest run of missing steps (per column) filled by time interpolation."""
+    on_duplicate: str = "error"
+    """Duplicate timestamps: error, keep the last row, or average them."""
+    freq: str | None = None
+    """Sampling frequency (pandas alias such as 'h' or 'W-SAT'); None infers it."""
+
+    def __post_init__(self) -> None:
+        if self.on_duplicate not in ("error", "last", "mean"):
+            raise ValueError(
+                "on_duplicate must be error, last or mean. "
+                f"Received: on_duplicate={self.on_duplicate!r}"
+            )
+        if not (0 < self.train_fraction < 1 and 0 < self.val_fraction < 1):
+            raise ValueError(
+                "train_fraction and val_fraction must lie in (0, 1). Received: "
+                f"train_fraction={self.train_fraction}, val_fraction={self.val_fraction}"
+            )
+        if self.train_fraction + self.val_fraction >= 1:
+            raise ValueError(
+                "train_fraction + val_fraction must leave room for a test part. Received: "
+                f"{self.train_fraction} + {self.val_fraction}"
+            )
+        if self.max_gap < 0:
+            raise ValueError(f"max_gap must be >= 0. Received: max_gap={self.max_gap}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The residual LSTM. LSTM cells keep tanh/sigmoid so GPUs use the cuDNN kernel."""
+
+    lstm_layers: int = 2
+    lstm_units: int = 64
+    dense_layers: int = 1
+    dense_units: int = 64
+    dropout: float = 0.1
+    l2: float = 5e-4
+    batch_norm_momentum: float = 0.99
+    batch_norm_epsilon: float = 1e-6
+    forecast_change: bool = True
+    """Predict the change from the last observed target and see each window relative to its
+    last step: the model starts as persistence and is immune to a trend leaving the
+    training range."""
+
+    def __post_init__(self) -> None:
+        for name in ("lstm_layers", "lstm_units", "dense_units"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1. Received: {name}={getattr(self, name)}")
+        if self.dense_layers < 0:
+            raise ValueError(
+                f"dense_layers must be >= 0. Received: dense_layers={self.dense_layers}"
+            )
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must lie in [0, 1). Received: dropout={self.dropout}")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Cyclical learning rate (triangular2), restarted and boosted on "act" plateaus."""
+
+    base_lr: float = 5e-5
+    max_lr: float = 2e-3
+    half_cycle_epochs: float = 2.0
+    """Step size of the cycle in epochs (converted to batches once the data is known)."""
+    boost_factor: float = 1.5
+    boost_cap: float = 4.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.base_lr < self.max_lr:
+            raise ValueError(
+                "Learning-rate bounds need 0 < base_lr < max_lr. Received: "
+                f"base_lr={self.base_lr}, max_lr={self.max_lr}"
+            )
+        if self.half_cycle_epochs <= 0:
+            raise ValueError(
+                "half_cycle_epochs must be > 0. "
+                f"Received: half_cycle_epochs={self.half_cycle_epochs}"
+            )
+
+
+@dataclass(frozen=True)
+class PlateauConfig:
+    """The trend-aware plateau detector on the fixed yardstick, validation MSE."""
+
+    min_delta: float = 2e-4
+    patience_watch: int = 3
+    patience_act: int = 5
+    patience_severe: int = 10
+    trend_window: int = 4
+    max_nan_recoveries: int = 3
+
+    @property
+    def patience(self) -> tuple[int, int, int]:
+        return (self.patience_watch, self.patience_act, self.patience_severe)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run: data windows, optimisation and the plateau machinery."""
+
+    epochs: int = 60
+    batch_size: int = 64
+    window: int = 48
+    horizon: int = 1
+    seed: int = 42
+    model: ModelConfig = field(default_factory=ModelConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    plateau: PlateauConfig = field(default_factory=PlateauConfig)
+    loss_order: tuple[str, ...] = ("huber", "mse", "mae", "log_cosh")
+    clipnorm: float = 0.8
+    adam_epsilon: float = 1e-7
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "window", "horizon"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1. Received: {name}={getattr(self, name)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
