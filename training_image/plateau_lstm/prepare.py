@@ -1,4 +1,9 @@
-"""`plateau-lstm prepare`: validate, clean, split in time, scale on train only, publish whole."""
+"""`plateau-lstm prepare`: validate, clean, split in time, scale on train only, publish whole.
+
+The output is written to a scratch folder and published in one step (a rename locally, the
+manifest last on S3), so `--output` holds either the whole set or nothing. The same input
+and options give byte-identical files: no clock, random number or thread count reaches them.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +11,23 @@ import logging
 import math
 import os
 import tempfile
-
-import numpy as np
-import pandas as pd
+from concurrent.futures import ThreadPoolExecutor
 
 from plateau_lstm import __version__
-from plateau_lstm.cleaning import clean_series
+from plateau_lstm.cleaning import CleanSeries, clean_series
 from plateau_lstm.config import PrepareConfig
 from plateau_lstm.errors import UserError
 from plateau_lstm.prepared import (
     FORMAT_VERSION,
     MANIFEST,
+    SCALER,
     Scaler,
     json_bytes,
-    parquet_bytes,
-    sha256_bytes,
+    sha256_file,
+    write_split,
 )
-from plateau_lstm.raw_input import (
-    pick_target_column,
-    pick_timestamp_column,
-    read_table,
-    require_columns,
-)
-from plateau_lstm.storage import open_store
+from plateau_lstm.raw_input import read_raw, sniff_format
+from plateau_lstm.storage import ArtifactNotFoundError, open_store
 from plateau_lstm.uris import split_uri
 
 log = logging.getLogger("plateau_lstm")
@@ -38,62 +37,75 @@ def prepare(
     input_uri: str, output_uri: str, config: PrepareConfig, window: int, horizon: int
 ) -> dict:
     """Prepare `input_uri` into `output_uri`; returns the manifest. Nothing is written on error."""
-    with tempfile.TemporaryDirectory(prefix="plateau-lstm-prepare-") as scratch:
-        local_input, source_bytes = _fetch_input(input_uri, scratch)
-        frame, file_format = read_table(local_input, display=input_uri)
-        timestamp = pick_timestamp_column(frame, config.timestamp_col, input_uri)
-        target = pick_target_column(frame, config.target_col, timestamp, input_uri)
-        require_columns(frame, config.feature_cols, input_uri, option="--feature-cols")
-        columns = [target] + [c for c in config.feature_cols if c != target]
+    for name, value in (("--window", window), ("--horizon", horizon)):
+        if value < 1:
+            raise UserError(f"{name} must be at least 1. Received: {name} {value}")
+    with (
+        tempfile.TemporaryDirectory(prefix="plateau-lstm-prepare-") as scratch,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-sha256") as hasher,
+    ):
+        local_input = _fetch_input(input_uri, scratch)
+        sniff_format(local_input, input_uri)  # a wrong file is refused before hashing starts
+        # hashlib releases the GIL: the source's checksum is computed while pyarrow parses it,
+        # from the same pages of the OS cache
+        source_sha256 = hasher.submit(sha256_file, local_input)
+        raw = read_raw(
+            local_input,
+            input_uri,
+            timestamp_col=config.timestamp_col,
+            target_col=config.target_col,
+            feature_cols=config.feature_cols,
+        )
         log.info(
             "read %s: %d rows, %s; target %r, features %s",
             input_uri,
-            len(frame),
-            file_format,
-            target,
-            columns[1:] or "none",
+            raw.rows,
+            raw.format,
+            raw.columns[0],
+            raw.columns[1:] or "none",
         )
-
         series, report = clean_series(
-            frame,
-            timestamp=timestamp,
-            columns=columns,
-            display=input_uri,
-            on_duplicate=config.on_duplicate,
-            max_gap=config.max_gap,
-            freq=config.freq,
+            raw, on_duplicate=config.on_duplicate, max_gap=config.max_gap, freq=config.freq
         )
         for note in report.lines():
             log.info("prepare: %s", note)
         bounds = split_bounds(len(series), config, window, horizon, input_uri)
-        train_start, train_end = bounds["train"]
-        scaler = fit_scaler(series.iloc[train_start:train_end], input_uri)
-        scaled = scaler.transform(series).astype("float32")
+        scaler = fit_scaler(series, *bounds["train"], input_uri)
 
-        files = {"scaler.json": json_bytes(scaler.to_dict())}
+        staging = os.path.join(scratch, "out")
+        os.makedirs(staging)
         for split, (start, end) in bounds.items():
-            part = scaled.iloc[start:end].reset_index()
-            files[f"{split}.parquet"] = parquet_bytes(part)
+            write_split(
+                os.path.join(staging, f"{split}.parquet"),
+                series.times[start:end],
+                series.columns,
+                [scaler.transform_column(c, v[start:end]) for c, v in _columns(series)],
+            )
+        _write(staging, SCALER, json_bytes(scaler.to_dict()))
         manifest = {
             "format_version": FORMAT_VERSION,
             "created_by": f"plateau-lstm {__version__}",
             "source": {
                 "uri": input_uri,
-                "sha256": sha256_bytes(source_bytes),
-                "format": file_format,
+                "sha256": source_sha256.result(),
+                "format": raw.format,
+                "rows": raw.rows,
             },
-            "columns": columns,
-            "timestamp_column": timestamp,
-            "freq": report.freq,
+            "columns": series.columns,
+            "timestamp_column": raw.timestamp,
+            "freq": series.freq,
             "rows": {split: end - start for split, (start, end) in bounds.items()},
             "time_range": {
-                split: [str(series.index[start]), str(series.index[end - 1])]
+                split: [series.time(start), series.time(end - 1)]
                 for split, (start, end) in bounds.items()
             },
             "filled_values": report.filled_values,
             "cleaning": report.lines(),
             "scaler": scaler.to_dict(),
             "options": {
+                "timestamp_col": config.timestamp_col,
+                "target_col": config.target_col,
+                "feature_cols": list(config.feature_cols),
                 "train_fraction": config.train_fraction,
                 "val_fraction": config.val_fraction,
                 "max_gap": config.max_gap,
@@ -103,12 +115,16 @@ def prepare(
                 "horizon": horizon,
             },
             "files": {
-                name: {"sha256": sha256_bytes(data), "bytes": len(data)}
-                for name, data in sorted(files.items())
+                name: {
+                    "sha256": sha256_file(os.path.join(staging, name)),
+                    "bytes": os.path.getsize(os.path.join(staging, name)),
+                }
+                for name in sorted(os.listdir(staging))
             },
         }
-        files[MANIFEST] = json_bytes(manifest)
-        _publish(files, output_uri, scratch)
+        manifest_bytes = json_bytes(manifest)
+        _write(staging, MANIFEST, manifest_bytes)
+        _publish(staging, manifest_bytes, output_uri)
     rows = manifest["rows"]
     log.info(
         "prepared %s: train %d, val %d, test %d rows (%s)",
@@ -116,7 +132,7 @@ def prepare(
         rows["train"],
         rows["val"],
         rows["test"],
-        report.freq,
+        series.freq,
     )
     return manifest
 
@@ -145,53 +161,57 @@ def minimum_rows(config: PrepareConfig, window: int, horizon: int) -> int:
         rows += 1
 
 
-def fit_scaler(train: pd.DataFrame, display: str) -> Scaler:
-    mean = train.mean()
-    std = train.std(ddof=0)
-    for column in train.columns:
-        if not np.isfinite(std[column]) or std[column] == 0:
+def fit_scaler(series: CleanSeries, start: int, end: int, display: str) -> Scaler:
+    """Mean and standard deviation of rows [start, end) only: the training part."""
+    scaler = Scaler.fit({name: values[start:end] for name, values in _columns(series)})
+    for name in series.columns:
+        if not math.isfinite(scaler.std[name]) or scaler.std[name] == 0:
+            what = "--target-col" if name == series.columns[0] else "--feature-cols"
             raise UserError(
-                f"{display}: column {column!r} is constant on the training part "
-                f"(value {mean[column]!r}); it cannot be scaled. Drop it from --feature-cols."
+                f"{display}: column {name!r} is constant on the training part "
+                f"(value {scaler.mean[name]!r}); it cannot be scaled. Choose another {what}."
             )
-    return Scaler(
-        mean={c: float(mean[c]) for c in train.columns},
-        std={c: float(std[c]) for c in train.columns},
-    )
+    return scaler
 
 
-def _fetch_input(uri: str, scratch: str) -> tuple[str, bytes]:
-    parent, name = split_uri(uri)
+def _columns(series: CleanSeries):
+    return zip(series.columns, series.values, strict=True)
+
+
+def _write(folder: str, name: str, data: bytes) -> None:
+    with open(os.path.join(folder, name), "wb") as handle:
+        handle.write(data)
+
+
+def _fetch_input(uri: str, scratch: str) -> str:
+    """A local path for `uri`: the file itself, or a copy downloaded through the store."""
+    try:
+        parent, name = split_uri(uri)
+    except ValueError as err:
+        raise UserError(f"--input {uri}: {err}") from None
     store = open_store(parent)
     local = store.local_path(name)
-    if local is None:
-        if not store.exists(name):
-            raise UserError(f"{uri}: no such object. Check the --input URI.")
-        local = os.path.join(scratch, "input-" + name)
-        store.download_file(name, local)
-    elif not os.path.exists(local):
-        raise UserError(f"{uri}: no such file. Check the --input path or URI.")
-    with open(local, "rb") as handle:
-        data = handle.read()
-    return local, data
+    if local is not None:
+        return str(local)
+    copy = os.path.join(scratch, "input", name)
+    try:
+        store.download_file(name, copy)
+    except ArtifactNotFoundError:
+        raise UserError(f"{uri}: no such object. Check the --input URI.") from None
+    return copy
 
 
-def _publish(files: dict[str, bytes], output_uri: str, scratch: str) -> None:
-    """Write the set aside, then make it appear whole; an identical existing set is kept."""
+def _publish(staging: str, manifest_bytes: bytes, output_uri: str) -> None:
+    """Make the staged set appear whole; an identical existing set is kept as it is."""
     parent, name = split_uri(output_uri)
     store = open_store(parent)
     existing = store.child(name)
     if existing.exists(MANIFEST):
-        if existing.read_bytes(MANIFEST) == files[MANIFEST]:
+        if existing.read_bytes(MANIFEST) == manifest_bytes:
             log.info("prepare: %s already holds this exact data set; left it as it is", output_uri)
             return
         raise UserError(
             f"{output_uri}: already holds a different prepared data set. Nothing was changed; "
             "give another --output, or delete that one first."
         )
-    staging = os.path.join(scratch, "out")
-    os.makedirs(staging)
-    for file_name, data in files.items():
-        with open(os.path.join(staging, file_name), "wb") as handle:
-            handle.write(data)
     store.publish_dir(staging, name, last=MANIFEST, overwrite=existing.list() != [])

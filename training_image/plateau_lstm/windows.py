@@ -40,9 +40,10 @@ def make_dataset(
 
     The window for target row t is rows [t - horizon - window + 1, t - horizon], so the
     target sits exactly `horizon` steps after the window's last input. Batches are gathered
-    from the array by index, so memory grows with rows, never rows x window; shuffling
-    reorders those indices afresh every epoch. With `change_scale`, the target becomes the
-    change from the window's last observed target divided by it.
+    from one copy of the rows by index, so memory grows with rows, never rows x window;
+    shuffling draws a fresh permutation of the window indices every epoch. With
+    `change_scale`, the target becomes the change from the window's last observed target
+    divided by it.
     """
     import tensorflow as tf
 
@@ -52,26 +53,62 @@ def make_dataset(
             f"No windows: rows [{start}, {end}) are too few for window={window}, horizon={horizon}"
         )
     first_input = start - horizon - window + 1
-    inputs = tf.constant(np.asarray(values[first_input : end - horizon], dtype="float32"))
-    targets = tf.constant(
-        np.asarray(values[start:end, TARGET_INDEX : TARGET_INDEX + 1], dtype="float32")
-    )
+    # Window i covers rows [i, i + window) of `rows` and its target is row i + window - 1 +
+    # horizon: the inputs and the targets come from the same single copy.
+    rows = tf.constant(np.asarray(values[first_input:end], dtype="float32"))
     offsets = tf.range(window, dtype=tf.int64)
+    target_offset = window - 1 + horizon
     scale = None if change_scale is None else tf.constant(float(change_scale), tf.float32)
 
     def gather(indices):
-        batch = tf.gather(inputs, indices[:, None] + offsets[None, :])
-        target = tf.gather(targets, indices)
+        batch = tf.gather(rows, indices[:, None] + offsets[None, :])
+        target = tf.gather(rows, indices + target_offset)[:, TARGET_INDEX : TARGET_INDEX + 1]
         if scale is not None:
             target = (target - batch[:, -1, TARGET_INDEX : TARGET_INDEX + 1]) / scale
         return batch, target
 
     count = end - start
-    dataset = tf.data.Dataset.range(count)
-    if shuffle:
-        dataset = dataset.shuffle(count, seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    batches = _shuffled_batches(count, batch_size, seed) if shuffle else _batches(count, batch_size)
+    dataset = batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _batches(count: int, batch_size: int):
+    """Window indices [0, count) in order, one int64 vector per batch, made on demand."""
+    import tensorflow as tf
+
+    return tf.data.Dataset.range(0, count, batch_size).map(
+        lambda first: tf.range(first, tf.minimum(first + batch_size, count))
+    )
+
+
+def _shuffled_batches(count: int, batch_size: int, seed: int | None):
+    """Window indices [0, count) in a new random order every epoch, one vector per batch.
+
+    One permutation tensor per epoch costs 8 bytes a window and one kernel call. tf.data's
+    `shuffle` would hold every index as an element of its own (about 200 bytes each) and
+    refill that buffer one element at a time before each epoch's first batch: gigabytes and
+    seconds per epoch at ten million windows.
+    """
+    import tensorflow as tf
+
+    full = count // batch_size * batch_size
+
+    def split(permutation):
+        parts = tf.data.Dataset.from_tensor_slices(tf.reshape(permutation[:full], [-1, batch_size]))
+        if full < count:  # the last, shorter batch
+            parts = parts.concatenate(tf.data.Dataset.from_tensors(permutation[full:]))
+        return parts
+
+    # Dataset.random re-draws its seed every time the dataset is iterated (every epoch), from
+    # the one `seed`: the order differs per epoch but repeats run by run.
+    epoch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+    permutations = epoch_seeds.map(
+        lambda s: tf.random.experimental.stateless_shuffle(
+            tf.range(count, dtype=tf.int64), seed=tf.stack([s, tf.constant(0, tf.int64)])
+        )
+    )
+    return permutations.flat_map(split)
 
 
 def change_scales(values: np.ndarray, start: int, end: int, horizon: int) -> np.ndarray:
