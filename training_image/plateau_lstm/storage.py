@@ -879,20 +879,18 @@ class S3Store(ArtifactStore):
             return
         from boto3.s3.transfer import create_transfer_manager
 
-        with self._errors(self._display_prefix(prefix)):
-            # One transfer manager for the whole set: small files go up side by side and large
-            # ones in parts, all within the same concurrency limit.
-            manager = create_transfer_manager(self.client, self._transfer_config())
-            cancel = True
-            try:
-                futures = [
-                    manager.upload(str(source / rel), self._bucket, key) for rel, key in pairs
-                ]
-                for future in futures:
-                    future.result()
-                cancel = False
-            finally:
-                manager.shutdown(cancel=cancel)
+        # One transfer manager for the whole set: small files go up side by side and large
+        # ones in parts, all within the same concurrency limit. It is a context manager rather
+        # than shutdown(cancel=True), which passes its arguments on in the wrong order
+        # (boto/s3transfer#143) and turns the real error of a failed upload into "TypeError:
+        # 'str' object is not callable"; __exit__ cancels the rest and lets the real error out.
+        with (
+            self._errors(self._display_prefix(prefix)),
+            create_transfer_manager(self.client, self._transfer_config()) as manager,
+        ):
+            futures = [manager.upload(str(source / rel), self._bucket, key) for rel, key in pairs]
+            for future in futures:
+                future.result()
 
     @contextlib.contextmanager
     def _errors(self, where: str) -> Iterator[None]:
