@@ -7,8 +7,10 @@ could not finish (diverged, storage unreachable).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
 from importlib import resources
 
@@ -22,6 +24,8 @@ def sample_data_path() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from plateau_lstm.config import (
+        CheckpointConfig,
+        MetricsConfig,
         ModelConfig,
         PlateauConfig,
         PrepareConfig,
@@ -36,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=_version())
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument(
+        "--result-file",
+        metavar="PATH",
+        help="also write the JSON result printed on stdout to this local file, e.g. "
+        "/airflow/xcom/return.json for KubernetesPodOperator's XCom sidecar",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -179,12 +189,47 @@ def build_parser() -> argparse.ArgumentParser:
         default=pl.max_nan_recoveries,
         help="NaN recoveries before the run stops",
     )
+    ck = CheckpointConfig()
+    tr.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        default=ck.keep_last,
+        help="committed checkpoints kept in <output>/checkpoints besides the best one",
+    )
+    tr.add_argument(
+        "--storage-wait",
+        type=float,
+        default=ck.storage_wait_seconds,
+        help="seconds the end of the run waits for unreachable storage before it fails",
+    )
     tr.add_argument(
         "--verbose",
         type=int,
         choices=(0, 1, 2),
         default=None,
         help="Keras verbosity (default: progress bar on a terminal, a line per epoch otherwise)",
+    )
+    mx = MetricsConfig()
+    tr.add_argument(
+        "--metrics-port",
+        type=int,
+        # A string default goes through `type`, so a bad variable is a clean usage error.
+        default=os.environ.get("PLATEAU_LSTM_METRICS_PORT", str(mx.port)),
+        help="port serving Prometheus /metrics while training runs, 0 turns it off; "
+        "$PLATEAU_LSTM_METRICS_PORT sets the default",
+    )
+    tr.add_argument("--metrics-addr", default=mx.addr, help="address the /metrics endpoint binds")
+    tr.add_argument(
+        "--pushgateway",
+        default=os.environ.get("PUSHGATEWAY_URL") or None,
+        metavar="URL",
+        help="Pushgateway to push the metrics to at every epoch end and at the end; "
+        "$PUSHGATEWAY_URL sets the default, none pushes nothing",
+    )
+    tr.add_argument(
+        "--model-name",
+        default=mx.model_name,
+        help="the model's name: the Pushgateway grouping key, one group per model (not per run)",
     )
 
     ev = command("evaluate", "Write metrics.json: test errors against persistence and the mean.")
@@ -235,7 +280,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"plateau-lstm {args.command}: interrupted", file=sys.stderr)
         return 130
     print(json.dumps(result, sort_keys=True))
+    if args.result_file:
+        try:
+            _write_result_file(args.result_file, result)
+        except OSError as err:
+            print(f"plateau-lstm {args.command}: failed: --result-file: {err}", file=sys.stderr)
+            return 1
     return 0
+
+
+def _write_result_file(path: str, result: dict) -> None:
+    """Write whole or not at all: a reader (the XCom sidecar) never sees half a result."""
+    import os
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=".result-", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as out:
+            json.dump(result, out, sort_keys=True)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
 
 
 def _run(args) -> dict:
@@ -260,7 +329,21 @@ def _run(args) -> dict:
     if args.command == "train":
         from plateau_lstm.train import train
 
-        summary = train(args.prepared, args.output, _train_config(args), verbose=args.verbose)
+        summary = train(
+            args.prepared,
+            args.output,
+            _train_config(args),
+            verbose=args.verbose,
+            checkpointing=cfg.CheckpointConfig(
+                keep_last=args.keep_checkpoints, storage_wait_seconds=args.storage_wait
+            ),
+            metrics=cfg.MetricsConfig(
+                port=args.metrics_port,
+                addr=args.metrics_addr,
+                pushgateway=args.pushgateway,
+                model_name=args.model_name,
+            ),
+        )
         return {
             "output": args.output,
             **{
@@ -273,6 +356,7 @@ def _run(args) -> dict:
                     "plateaus_detected",
                 )
             },
+            "resumed_from_epoch": summary.get("resumed_from_epoch"),
         }
     if args.command == "evaluate":
         from plateau_lstm.evaluate import evaluate

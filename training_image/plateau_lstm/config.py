@@ -119,6 +119,33 @@ class PlateauConfig:
 
 
 @dataclass(frozen=True)
+class CheckpointConfig:
+    """Checkpoints under <output>/checkpoints/ and the background uploads that carry them.
+
+    Kept apart from TrainConfig on purpose: none of this changes what is learned, so a resumed
+    run may use other values than the run it continues.
+    """
+
+    keep_last: int = 3
+    """Committed checkpoints kept besides the best one."""
+    max_pending_uploads: int = 2
+    """Checkpoints that may wait for storage; beyond that the oldest waiting one is skipped
+    (the next supersedes it), so training never waits."""
+    storage_wait_seconds: float = 300.0
+    """How long the end of a run waits for storage (retrying) before it fails."""
+
+    def __post_init__(self) -> None:
+        for name in ("keep_last", "max_pending_uploads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1. Received: {name}={getattr(self, name)}")
+        if not self.storage_wait_seconds >= 0:
+            raise ValueError(
+                "storage_wait_seconds must be >= 0. "
+                f"Received: storage_wait_seconds={self.storage_wait_seconds}"
+            )
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """One training run: data windows, optimisation and the plateau machinery."""
 
@@ -141,3 +168,34 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Where a training run reports its Prometheus metrics (see metrics.py).
+
+    Kept apart from TrainConfig on purpose: none of this changes what is learned, so a retried
+    or resumed run may report elsewhere without becoming "a model trained with other options".
+    """
+
+    port: int = 9464
+    """HTTP port that serves /metrics while training runs; 0 turns the endpoint off."""
+    addr: str = "0.0.0.0"
+    """Address the endpoint binds; every interface by default so Prometheus can scrape a pod."""
+    pushgateway: str | None = None
+    """Pushgateway URL pushed to at every epoch end and at the end; None pushes nothing."""
+    model_name: str = "plateau-lstm"
+    """The Pushgateway grouping key: one group per model, never per run (groups live forever)."""
+    push_timeout: float = 2.0
+    """Seconds one push may take before it is given up and retried at the next epoch end."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must lie in [0, 65535]. Received: port={self.port}")
+        if not self.model_name or not self.model_name.strip():
+            raise ValueError(f"model_name must not be empty. Received: {self.model_name!r}")
+        if not 0 < self.push_timeout <= 2:
+            raise ValueError(
+                "push_timeout must lie in (0, 2] so a slow Pushgateway never holds a run up. "
+                f"Received: push_timeout={self.push_timeout}"
+            )

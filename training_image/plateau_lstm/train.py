@@ -2,28 +2,39 @@
 
 Everything the run produces is written to a local scratch folder first and published to
 `--output` at the end (model.keras, history.csv, events.jsonl, learning_rate.csv,
-report.png, train_summary.json), so an `--output` never holds half a model.
+report.png, and train_summary.json strictly last), so a reader that waits for the summary
+never sees half a model.
+
+Every epoch also leaves a checkpoint in `<output>/checkpoints/` (uploaded in the background;
+see checkpoints.py). A run whose `--output` holds a committed checkpoint of the same options
+and data continues from it: same weights, optimizer slots, epoch, learning-rate cycle, loss,
+detector counters, NaN-guard count, history, events and random state.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import logging
 import math
 import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
-from plateau_lstm.config import TrainConfig
+from plateau_lstm.background_uploader import BackgroundUploader, UploadJob
+from plateau_lstm.checkpoints import CheckpointStore, CorruptCheckpoint, LoadedCheckpoint
+from plateau_lstm.config import CheckpointConfig, MetricsConfig, TrainConfig
 from plateau_lstm.errors import TrainingFailed, UserError
-from plateau_lstm.prepared import PreparedData, load_prepared
-from plateau_lstm.storage import open_store
+from plateau_lstm.metrics_export import MetricsExporter
+from plateau_lstm.prepared import PreparedData, load_prepared, sha256_bytes
+from plateau_lstm.storage import ArtifactStore, open_store
 from plateau_lstm.training_history import HISTORY_COLUMNS
-from plateau_lstm.uris import split_uri
+from plateau_lstm.training_state import read_state
 from plateau_lstm.windows import change_scales, make_dataset, window_count
 
 log = logging.getLogger("plateau_lstm")
@@ -33,10 +44,31 @@ MODEL_FILE = "model.keras"
 LR_TRACE_POINTS = 4000
 
 
+@dataclass(frozen=True)
+class _Checkpointing:
+    """What `_fit` needs to checkpoint the run and, when `resume` is set, to continue one."""
+
+    checkpoints: CheckpointStore
+    uploader: BackgroundUploader
+    staging_dir: str
+    identity: dict  # the options and data a checkpoint must share to be resumed from
+    resume: LoadedCheckpoint | None
+
+
 def train(
-    prepared_uri: str, output_uri: str, config: TrainConfig, verbose: int | None = None
+    prepared_uri: str,
+    output_uri: str,
+    config: TrainConfig,
+    verbose: int | None = None,
+    checkpointing: CheckpointConfig | None = None,
+    metrics: MetricsConfig | None = None,
 ) -> dict:
-    """Train on a prepared set and publish the model to `output_uri`; returns the summary."""
+    """Train on a prepared set and publish the model to `output_uri`; returns the summary.
+
+    Continues from the newest committed checkpoint in `<output_uri>/checkpoints/` when there
+    is one (made with the same options and data); otherwise starts at epoch 0.
+    """
+    checkpointing = checkpointing or CheckpointConfig()
     output = open_store(output_uri)
     if output.exists(SUMMARY):
         done = output.read_json(SUMMARY)
@@ -51,15 +83,77 @@ def train(
         )
     prepared = load_prepared(open_store(prepared_uri), display=prepared_uri)
     _check_windows(prepared, config, prepared_uri)
+    checkpoints = CheckpointStore(output, keep_last=checkpointing.keep_last)
+    identity = {"config": _jsonable(config.to_dict()), "data": _data_fingerprint(prepared)}
 
-    with tempfile.TemporaryDirectory(prefix="plateau-lstm-train-") as scratch:
-        summary = _fit(prepared, config, scratch, verbose)
-        summary["prepared"] = prepared_uri
-        _publish(scratch, output_uri, summary)
+    with (
+        tempfile.TemporaryDirectory(prefix="plateau-lstm-train-") as scratch,
+        MetricsExporter(metrics) as exporter,
+    ):
+        resume = _resume_point(checkpoints, identity, output_uri, os.path.join(scratch, "resume"))
+        model_dir = os.path.join(scratch, "model")
+        os.mkdir(model_dir)
+        with BackgroundUploader(
+            max_pending=checkpointing.max_pending_uploads, on_uploaded=_upload_timer(exporter)
+        ) as uploader:
+            session = _Checkpointing(
+                checkpoints, uploader, os.path.join(scratch, "staging"), identity, resume
+            )
+            summary = _fit(prepared, config, model_dir, verbose, session, exporter)
+            summary["prepared"] = prepared_uri
+            _write_json(os.path.join(model_dir, SUMMARY), summary)
+            # The final upload is the one a run waits for; pending checkpoints go first.
+            uploader.submit(
+                UploadJob("the model", lambda: _publish(model_dir, output), droppable=False)
+            )
+            uploader.wait(checkpointing.storage_wait_seconds)
+        log.info("train: published the model to %s", output_uri)
+        # Only now: the nightly-retrain alert trusts this timestamp to mean "a model landed".
+        exporter.mark_success()
     return summary
 
 
-def _fit(prepared: PreparedData, config: TrainConfig, scratch: str, verbose: int | None) -> dict:
+def _upload_timer(exporter: MetricsExporter):
+    """Feeds plateau_lstm_checkpoint_upload_seconds from the uploader (checkpoints only)."""
+
+    def observe(job: UploadJob) -> None:
+        if job.name.startswith("checkpoint "):
+            exporter.metrics.observe_checkpoint_upload(job.seconds)
+
+    return observe
+
+
+def _resume_point(
+    checkpoints: CheckpointStore, identity: dict, output_uri: str, destination: str
+) -> LoadedCheckpoint | None:
+    """The verified checkpoint to continue from, or None; refuses one of other options/data."""
+    found, damaged = checkpoints.load_latest(destination)
+    if found is not None:
+        saved = read_state(found.directory)
+        differences = _differences({k: saved.get(k) for k in identity}, identity)
+        if differences:
+            raise UserError(
+                f"{output_uri}: holds checkpoints of a run with other options or data "
+                f"({'; '.join(differences)}). Nothing was changed; give another --output, or "
+                f"delete {checkpoints.uri} to start over."
+            )
+    # Nothing was written before this point. A damaged checkpoint is trusted no more (this run
+    # writes its epoch again), and multipart uploads a killed run left are aborted: no upload
+    # of this run has started yet, so none of them can be ours.
+    for epoch in damaged:
+        checkpoints.withdraw(epoch)
+    checkpoints.abort_incomplete_uploads()
+    return found
+
+
+def _fit(
+    prepared: PreparedData,
+    config: TrainConfig,
+    scratch: str,
+    verbose: int | None,
+    checkpointing: _Checkpointing,
+    exporter: MetricsExporter | None = None,
+) -> dict:
     import keras
 
     from plateau_lstm.callbacks import (
@@ -71,9 +165,12 @@ def _fit(prepared: PreparedData, config: TrainConfig, scratch: str, verbose: int
         PlateauDetector,
         Triangular2Schedule,
     )
+    from plateau_lstm.callbacks.checkpointer import Checkpointer
+    from plateau_lstm.callbacks.prometheus_metrics import PrometheusMetrics
     from plateau_lstm.model import build_model, build_optimizer, forecasting_model
     from plateau_lstm.report import write_report
     from plateau_lstm.training_history import TrainingHistory
+    from plateau_lstm.training_state import EventLogState
 
     keras.utils.set_random_seed(config.seed)
     scales = change_scales(prepared.values, *prepared.bounds["train"], config.horizon)
@@ -120,10 +217,38 @@ def _fit(prepared: PreparedData, config: TrainConfig, scratch: str, verbose: int
         schedule, max_recoveries=plateau.max_nan_recoveries, event_log=events, lr_callback=restarts
     )
     history = TrainingHistory(schedule, loss, detector)
+    metrics = PrometheusMetrics(
+        exporter or MetricsExporter(),
+        detector=detector,
+        lr_callback=restarts,
+        loss_switcher=switcher,
+        nan_guard=guard,
+    )
     best_path = os.path.join(scratch, "best.weights.h5")
     keep_best = keras.callbacks.ModelCheckpoint(
         best_path, monitor="val_mse", mode="min", save_best_only=True, save_weights_only=True
     )
+    # Everything whose state a resumed run needs besides weights, optimizer and random state.
+    stateful = {
+        "nan_guard": guard,
+        "plateau_detector": detector,
+        "cyclical_learning_rate": restarts,
+        "adaptive_loss_switcher": switcher,
+        "training_history": history,
+        "events": EventLogState(events),
+    }
+    checkpointer = Checkpointer(
+        checkpointing.checkpoints,
+        checkpointing.uploader,
+        checkpointing.staging_dir,
+        stateful=stateful,
+        extra_state=checkpointing.identity,
+    )
+    initial_epoch = 0
+    if checkpointing.resume is not None:
+        initial_epoch = _restore(
+            checkpointing, model, checkpointer, keep_best, train_ds, config, scratch
+        )
 
     log.info(
         "train: %d train / %d val windows of %d steps, %d batches per epoch, %d epochs, %s params",
@@ -136,14 +261,22 @@ def _fit(prepared: PreparedData, config: TrainConfig, scratch: str, verbose: int
     )
     started = time.perf_counter()
     model.fit(
-        train_ds,
+        # One endless iterator: each pass reshuffles, so epoch e gets the dataset's e-th order
+        # whatever Keras does with iterators between epochs, and a resume can skip to it.
+        train_ds.repeat(),
+        steps_per_epoch=steps_per_epoch,
         validation_data=val_ds,
         epochs=config.epochs,
+        initial_epoch=initial_epoch,
         verbose=_keras_verbosity(verbose),
         shuffle=False,  # the dataset reshuffles its windows every epoch itself
-        callbacks=[guard, detector, restarts, switcher, history, keep_best],
+        # The checkpointer goes last: it records what the others decided at each epoch end.
+        # (Only the metrics come after it: they decide nothing, and so time its work too.)
+        callbacks=[guard, detector, restarts, switcher, history, keep_best, checkpointer, metrics],
     )
     train_seconds = time.perf_counter() - started
+    # read before loading the best epoch's weights, which bring back that epoch's step count
+    steps = int(model.optimizer.iterations.numpy())
     if guard.abort_message:
         raise TrainingFailed(guard.abort_message)
     if os.path.exists(best_path):
@@ -151,7 +284,6 @@ def _fit(prepared: PreparedData, config: TrainConfig, scratch: str, verbose: int
         os.remove(best_path)
     forecasting_model(model, config.model, scales).save(os.path.join(scratch, MODEL_FILE))
     _write_csv(os.path.join(scratch, "history.csv"), HISTORY_COLUMNS, history.rows)
-    steps = int(model.optimizer.iterations.numpy())
     _write_csv(
         os.path.join(scratch, "learning_rate.csv"),
         ("step", "learning_rate"),
@@ -177,7 +309,98 @@ def _fit(prepared: PreparedData, config: TrainConfig, scratch: str, verbose: int
         "nan_recoveries": counts.get("nan_recovery", 0),
         "final_loss": loss.active_name,
         "train_seconds": round(train_seconds, 3),
+        "resumed_from_epoch": initial_epoch if checkpointing.resume is not None else None,
     }
+
+
+def _restore(checkpointing, model, checkpointer, keep_best, train_ds, config, scratch) -> int:
+    """Put the resume checkpoint back into the freshly built run; returns the epoch to start at."""
+    from plateau_lstm.training_state import restore_training_state
+
+    resume = checkpointing.resume
+    restore_training_state(
+        resume.directory, model, {**checkpointer.stateful, "checkpointer": checkpointer}
+    )
+    # Each pass over the training windows draws the next shuffle order from the dataset's seed
+    # generator (fit repeats the dataset, one pass per epoch); opening as many iterators as
+    # epochs are done makes the resumed epochs draw the orders an uninterrupted run would.
+    for _ in range(resume.epoch):
+        iter(train_ds)
+    _restore_best_weights(checkpointing, model, checkpointer, keep_best, scratch)
+    restarts = checkpointer.stateful["cyclical_learning_rate"].restarts
+    best = (
+        f"best val_mse {checkpointer.best_value:.4g} at epoch {checkpointer.best_epoch}"
+        if checkpointer.best_epoch is not None
+        else "no finite val_mse yet"
+    )
+    log.info(
+        "train: resuming from epoch %d of %d, checkpoint %s (loss %s, %d LR restart(s), %s)",
+        resume.epoch,
+        config.epochs,
+        resume.uri,
+        checkpointer.stateful["adaptive_loss_switcher"].loss.active_name,
+        restarts,
+        best,
+    )
+    return resume.epoch
+
+
+def _restore_best_weights(checkpointing, model, checkpointer, keep_best, scratch) -> None:
+    """Give ModelCheckpoint the best epoch's weights and value, as if it had run all along.
+
+    The final model is the best validation epoch's; after a resume that epoch may lie before
+    it, and its checkpoint (retention always keeps the best) holds its weights. Called after
+    the resume state is restored; leaves the model with the resumed weights.
+    """
+    from plateau_lstm.training_state import restore_model_weights
+
+    resume = checkpointing.resume
+    best_epoch = checkpointer.best_epoch
+    if best_epoch is not None and best_epoch != resume.epoch:
+        try:
+            best = checkpointing.checkpoints.load(best_epoch, os.path.join(scratch, "best"))
+        except CorruptCheckpoint as err:
+            log.warning(
+                "train: the checkpoint of the best epoch %d is unusable (%s); the model will be "
+                "the best of epoch %d and later",
+                best_epoch,
+                err,
+                resume.epoch,
+            )
+            checkpointer.best_value = resume.monitor_value
+            checkpointer.best_epoch = resume.epoch if resume.monitor_value is not None else None
+        else:
+            restore_model_weights(best.directory, model)
+            model.save_weights(keep_best.filepath)
+            restore_model_weights(resume.directory, model)
+            keep_best.best = checkpointer.best_value
+            return
+    if checkpointer.best_epoch is not None:  # the resumed epoch is the best one
+        model.save_weights(keep_best.filepath)
+        keep_best.best = checkpointer.best_value
+
+
+def _data_fingerprint(prepared: PreparedData) -> str:
+    """The prepared set's identity: the sha256 of its manifest's file checksums."""
+    return sha256_bytes(json.dumps(prepared.manifest["files"], sort_keys=True).encode())
+
+
+def _differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """'epochs: 6 -> 8' for each leaf that differs, for the refusal to resume."""
+    found = []
+    for key in sorted(set(saved) | set(current)):
+        old, new = saved.get(key), current.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(old, dict) and isinstance(new, dict):
+            found.extend(_differences(old, new, f"{name}."))
+        elif old != new:
+            found.append(f"{name}: {_short(old)} -> {_short(new)}")
+    return found
+
+
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 20 else text[:8] + "..."
 
 
 def _dataset(prepared: PreparedData, split: str, config: TrainConfig, target_scale, shuffle):
@@ -212,16 +435,22 @@ def _lr_trace(restarts, steps: int) -> list[dict]:
     return [{"step": int(s), "learning_rate": float(r)} for s, r in zip(wanted, rates, strict=True)]
 
 
-def _publish(scratch: str, output_uri: str, summary: dict) -> None:
-    import json
-
-    with open(os.path.join(scratch, SUMMARY), "w") as handle:
-        json.dump(summary, handle, indent=2, sort_keys=True)
+def _write_json(path: str, obj: dict) -> None:
+    with open(path, "w") as handle:
+        json.dump(obj, handle, indent=2, sort_keys=True)
         handle.write("\n")
-    parent, name = split_uri(output_uri)
-    store = open_store(parent)
-    store.publish_dir(scratch, name, last=SUMMARY, overwrite=store.child(name).list() != [])
-    log.info("train: published the model to %s", output_uri)
+
+
+def _publish(model_dir: str, output: ArtifactStore) -> None:
+    """Upload the model's files, train_summary.json strictly last.
+
+    The output folder also holds checkpoints/, which must survive, so it cannot be swapped in
+    whole; each file is written atomically instead, and the summary that readers wait for
+    comes after all the others. Safe to repeat (the uploader retries it).
+    """
+    names = sorted(name for name in os.listdir(model_dir) if name != SUMMARY)
+    for name in [*names, SUMMARY]:
+        output.upload_file(os.path.join(model_dir, name), name)
 
 
 def _write_csv(path: str, columns, rows) -> None:
