@@ -1,28 +1,61 @@
 # syntax=docker/dockerfile:1.7
 # The training image: `plateau-lstm` as ENTRYPOINT; every Airflow task is one call of it.
-# The base is the official TensorFlow GPU image at the project's TensorFlow version (CUDA and
-# cuDNN included); Python packages come from the same requirements.lock as `make install`.
-ARG TF_IMAGE=tensorflow/tensorflow:2.21.0-gpu
+#
+# Base: the official slim Python image at the interpreter requirements.lock was compiled for
+# (3.11), not the TensorFlow GPU image: that one brings its own Python and its own TensorFlow
+# dependency set, so the lock's exact versions could not be installed as they are. CUDA and cuDNN
+# come as NVIDIA's wheels through `tensorflow[and-cuda]`, TensorFlow's own way to install for
+# GPUs on Linux, pinned in requirements-cuda.lock; the node needs only the NVIDIA driver.
+# Every other package is the exact version in requirements.lock, the file `make install` uses.
+FROM python:3.11.14-slim-bookworm AS python-base
 
-FROM ${TF_IMAGE} AS build
+FROM python-base AS build
+# uv: the same installer, at the same version, as the Makefile.
+ARG UV_VERSION=0.13.8
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
+RUN python -m pip install --no-cache-dir "uv==${UV_VERSION}" \
+ && python -m venv /opt/venv
 WORKDIR /src
-COPY requirements.lock pyproject.toml README.md ./
+COPY requirements.lock requirements-cuda.lock pyproject.toml README.md ./
 COPY training_image ./training_image
-# TensorFlow is already in the base image at the locked version; the lock pins everything else.
-RUN python3 -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
- && grep -vE '^(apache-airflow|tensorflow==)' requirements.lock > /tmp/image.lock \
- && python3 -m pip install --no-cache-dir --prefix /install --constraint /tmp/image.lock \
-      "$(ls /wheels/plateau_lstm-*.whl)[train]"
+# The project's train extra and TensorFlow's CUDA wheels, held to the two lock files: nothing is
+# resolved afresh. Bytecode is compiled now because the root filesystem is read-only at run time.
+RUN uv pip install --python /opt/venv/bin/python --no-cache --compile-bytecode \
+      --constraint requirements.lock --constraint requirements-cuda.lock \
+      ".[train]" "tensorflow[and-cuda]" \
+ && /opt/venv/bin/plateau-lstm --help >/dev/null
 
-FROM ${TF_IMAGE}
+FROM python-base
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
 LABEL org.opencontainers.image.title="plateau-lstm" \
-      org.opencontainers.image.description="Residual LSTM training with plateau-breaking callbacks" \
-      org.opencontainers.image.licenses="Apache-2.0"
-COPY --from=build /install /usr/local
-RUN groupadd --gid 10001 plateau && useradd --uid 10001 --gid 10001 --no-create-home plateau
-# Works with a read-only root filesystem: scratch space is /tmp (an emptyDir in the pod).
-ENV HOME=/tmp MPLCONFIGDIR=/tmp/matplotlib TF_CPP_MIN_LOG_LEVEL=2 PYTHONUNBUFFERED=1
+      org.opencontainers.image.description="Nightly residual LSTM retraining that breaks out of loss plateaus" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="docker.io/library/python:3.11.14-slim-bookworm"
+# A fixed, non-root UID/GID that the pod template's securityContext names too (runAsUser 10001).
+RUN groupadd --system --gid 10001 plateau \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp \
+      --shell /usr/sbin/nologin plateau
+COPY --from=build /opt/venv /opt/venv
+# Read-only root filesystem: everything that wants to write goes to /tmp (an emptyDir in the pod,
+# a tmpfs with `docker run --read-only --tmpfs /tmp`); artifacts go to the artifact store.
+ENV PATH=/opt/venv/bin:$PATH \
+    HOME=/tmp \
+    TMPDIR=/tmp \
+    XDG_CACHE_HOME=/tmp/.cache \
+    XDG_CONFIG_HOME=/tmp/.config \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    KERAS_HOME=/tmp/keras \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    TF_CPP_MIN_LOG_LEVEL=2
 USER 10001:10001
 WORKDIR /tmp
+# A batch command, not a service: there is nothing to health-check between steps.
+HEALTHCHECK NONE
 ENTRYPOINT ["plateau-lstm"]
 CMD ["--help"]

@@ -1,0 +1,68 @@
+"""Fixtures for the k8s/ checks: the built kustomizations and the pods the DAG would launch.
+
+- `built` (session): {kustomization name: objects}, from `kubectl kustomize`, for the base and
+  every overlay under k8s/overlays/.
+- `base_objects` (session): the base's objects.
+- `pod_template` (session): k8s/base/pod-template.yaml as a dict.
+- `dag_pods` (session): {task_id: {"pod_template_file", "pod"}} for every KubernetesPodOperator
+  task of the nightly DAG with the `kubernetes` launcher, built by the operator itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from manifests import BASE, KUSTOMIZATIONS, POD_TEMPLATE, build, load_documents
+
+
+@pytest.fixture(scope="session")
+def built() -> dict[str, list[dict[str, Any]]]:
+    return {path.name: build(path) for path in KUSTOMIZATIONS}
+
+
+@pytest.fixture(scope="session")
+def base_objects(built: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    return built[BASE.name]
+
+
+@pytest.fixture(scope="session")
+def pod_template() -> dict[str, Any]:
+    (template,) = load_documents(POD_TEMPLATE)
+    return template
+
+
+@pytest.fixture(scope="session")
+def dag_pods(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    airflow_home = tmp_path_factory.mktemp("airflow-home")
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(airflow_home),
+        "PLATEAU_LSTM_LAUNCHER": "kubernetes",
+        "PLATEAU_LSTM_ARTIFACT_ROOT": "s3://plateau-lstm-artifacts/nightly",
+    }
+    # Only the defaults of the pod settings are under test: drop any the caller has set.
+    for name in list(env):
+        if name.startswith("PLATEAU_LSTM_") and name not in (
+            "PLATEAU_LSTM_LAUNCHER",
+            "PLATEAU_LSTM_ARTIFACT_ROOT",
+        ):
+            del env[name]
+    output = airflow_home / "pods.json"
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("dag_pods.py")), str(output)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, f"building the DAG's pods failed:\n{result.stderr[-4000:]}"
+    pods = json.loads(output.read_text(encoding="utf-8"))
+    assert pods, "the DAG launched no KubernetesPodOperator task with the kubernetes launcher"
+    return pods
