@@ -264,3 +264,21 @@ def s3_env(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     bucket = f"test-{uuid.uuid4().hex[:16]}"
     seaweedfs.client().create_bucket(Bucket=bucket)
     return f"s3://{bucket}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Metrics (plateau-lstm train serves /metrics on 0.0.0.0:9464 and reads PUSHGATEWAY_URL by default)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def metrics_stay_local() -> Iterator[None]:
+    """Trainings in tests serve no /metrics and push nowhere unless the test asks for it.
+
+    Otherwise every CLI training would bind 0.0.0.0:9464 (clashing with parallel test runs) and
+    push to whatever Pushgateway the developer's shell names. Tests that want either pass
+    --metrics-port / --pushgateway explicitly.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PLATEAU_LSTM_METRICS_PORT", "0")
+        patch.delenv("PUSHGATEWAY_URL", raising=False)
+        yield
