@@ -131,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", default=f"{DEFAULT_ROOT}/model", help="where the model and its report go"
     )
     tr.add_argument("--epochs", type=int, default=t.epochs, help="passes over the training windows")
-    tr.add_argument("--batch-size", type=int, default=t.batch_size, help="windows per step")
+    tr.add_argument(
+        "--batch-size", type=int, default=t.batch_size, help="windows per step and replica"
+    )
     tr.add_argument("--window", type=int, default=t.window, help="input steps per window")
     tr.add_argument("--horizon", type=int, default=t.horizon, help="steps ahead to forecast")
     tr.add_argument("--seed", type=int, default=t.seed, help="seed for weights and shuffling")
@@ -188,6 +190,24 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=pl.max_nan_recoveries,
         help="NaN recoveries before the run stops",
+    )
+    tr.add_argument(
+        "--distribution",
+        choices=("auto", "none", "mirrored", "multi-worker"),
+        default="auto",
+        help="auto: multi-worker when TF_CONFIG names several workers, mirrored on several GPUs, "
+        "else none; mirrored: every GPU of this machine; multi-worker: the workers of TF_CONFIG",
+    )
+    tr.add_argument(
+        "--lr-scaling",
+        choices=("sqrt", "linear", "none"),
+        default=t.lr_scaling,
+        help="how --base-lr and --max-lr follow the global batch (batch size x replicas)",
+    )
+    tr.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="float16 compute, float32 weights, dynamic loss scaling (for GPUs)",
     )
     ck = CheckpointConfig()
     tr.add_argument(
@@ -343,6 +363,7 @@ def _run(args) -> dict:
                 pushgateway=args.pushgateway,
                 model_name=args.model_name,
             ),
+            distribution=args.distribution,
         )
         return {
             "output": args.output,
@@ -354,6 +375,7 @@ def _run(args) -> dict:
                     "lr_restarts",
                     "loss_switches",
                     "plateaus_detected",
+                    "replicas",
                 )
             },
             "resumed_from_epoch": summary.get("resumed_from_epoch"),
@@ -390,6 +412,8 @@ def _train_config(args):
         window=args.window,
         horizon=args.horizon,
         seed=args.seed,
+        lr_scaling=args.lr_scaling,
+        mixed_precision=args.mixed_precision,
         model=cfg.ModelConfig(
             lstm_layers=args.lstm_layers,
             lstm_units=args.lstm_units,

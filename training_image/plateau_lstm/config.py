@@ -160,11 +160,20 @@ class TrainConfig:
     loss_order: tuple[str, ...] = ("huber", "mse", "mae", "log_cosh")
     clipnorm: float = 0.8
     adam_epsilon: float = 1e-7
+    lr_scaling: str = "sqrt"
+    """How the learning-rate bounds follow the global batch on several replicas: sqrt (times
+    sqrt(replicas)), linear (times replicas) or none. See distribution.scaled_learning_rates."""
+    mixed_precision: bool = False
+    """float16 compute with float32 weights and Keras' dynamic loss scaling (GPUs)."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "window", "horizon"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1. Received: {name}={getattr(self, name)}")
+        if self.lr_scaling not in ("sqrt", "linear", "none"):
+            raise ValueError(
+                f"lr_scaling must be sqrt, linear or none. Received: lr_scaling={self.lr_scaling!r}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -9,6 +9,10 @@ Every epoch also leaves a checkpoint in `<output>/checkpoints/` (uploaded in the
 see checkpoints.py). A run whose `--output` holds a committed checkpoint of the same options
 and data continues from it: same weights, optimizer slots, epoch, learning-rate cycle, loss,
 detector counters, NaN-guard count, history, events and random state.
+
+Under `--distribution multi-worker` every worker runs this same function; only the chief
+writes to `--output` (checkpoints, model, metrics pushes). The other workers take every step
+the chief takes, collectives included, and keep what they write in their own scratch folder.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import numpy as np
 from plateau_lstm.background_uploader import BackgroundUploader, UploadJob
 from plateau_lstm.checkpoints import CheckpointStore, CorruptCheckpoint, LoadedCheckpoint
 from plateau_lstm.config import CheckpointConfig, MetricsConfig, TrainConfig
+from plateau_lstm.distribution import Distribution, choose, scaled_learning_rates
 from plateau_lstm.errors import TrainingFailed, UserError
 from plateau_lstm.metrics_export import MetricsExporter
 from plateau_lstm.prepared import PreparedData, load_prepared, sha256_bytes
@@ -53,6 +58,7 @@ class _Checkpointing:
     staging_dir: str
     identity: dict  # the options and data a checkpoint must share to be resumed from
     resume: LoadedCheckpoint | None
+    distribution: Distribution
 
 
 def train(
@@ -62,11 +68,13 @@ def train(
     verbose: int | None = None,
     checkpointing: CheckpointConfig | None = None,
     metrics: MetricsConfig | None = None,
+    distribution: str = "auto",
 ) -> dict:
     """Train on a prepared set and publish the model to `output_uri`; returns the summary.
 
     Continues from the newest committed checkpoint in `<output_uri>/checkpoints/` when there
-    is one (made with the same options and data); otherwise starts at epoch 0.
+    is one (made with the same options, data and number of replicas); otherwise starts at
+    epoch 0. `distribution` is one of distribution.CHOICES.
     """
     checkpointing = checkpointing or CheckpointConfig()
     output = open_store(output_uri)
@@ -83,24 +91,45 @@ def train(
         )
     prepared = load_prepared(open_store(prepared_uri), display=prepared_uri)
     _check_windows(prepared, config, prepared_uri)
+    placement = choose(distribution)
+    if placement.kind != "none":
+        log.info(
+            "train: %s over %d replica(s)%s",
+            placement.kind,
+            placement.replicas,
+            f", this process is {placement.worker}" if placement.worker else "",
+        )
+    if not placement.is_chief and metrics is not None:
+        # The chief's pushes stand for the run; a worker's would overwrite them.
+        metrics = dataclasses.replace(metrics, pushgateway=None)
     checkpoints = CheckpointStore(output, keep_last=checkpointing.keep_last)
-    identity = {"config": _jsonable(config.to_dict()), "data": _data_fingerprint(prepared)}
+    identity = {
+        "config": _jsonable(config.to_dict()),
+        "data": _data_fingerprint(prepared),
+        # The global batch and the rates depend on it: another count is another run.
+        "replicas": placement.replicas,
+    }
 
     with (
         tempfile.TemporaryDirectory(prefix="plateau-lstm-train-") as scratch,
         MetricsExporter(metrics) as exporter,
     ):
-        resume = _resume_point(checkpoints, identity, output_uri, os.path.join(scratch, "resume"))
+        resume = _resume_point(
+            checkpoints, identity, output_uri, os.path.join(scratch, "resume"), placement.is_chief
+        )
         model_dir = os.path.join(scratch, "model")
         os.mkdir(model_dir)
         with BackgroundUploader(
             max_pending=checkpointing.max_pending_uploads, on_uploaded=_upload_timer(exporter)
         ) as uploader:
             session = _Checkpointing(
-                checkpoints, uploader, os.path.join(scratch, "staging"), identity, resume
+                checkpoints, uploader, os.path.join(scratch, "staging"), identity, resume, placement
             )
             summary = _fit(prepared, config, model_dir, verbose, session, exporter)
             summary["prepared"] = prepared_uri
+            if not placement.is_chief:
+                log.info("train: %s done; the chief publishes the model", placement.worker)
+                return summary
             _write_json(os.path.join(model_dir, SUMMARY), summary)
             # The final upload is the one a run waits for; pending checkpoints go first.
             uploader.submit(
@@ -124,9 +153,16 @@ def _upload_timer(exporter: MetricsExporter):
 
 
 def _resume_point(
-    checkpoints: CheckpointStore, identity: dict, output_uri: str, destination: str
+    checkpoints: CheckpointStore,
+    identity: dict,
+    output_uri: str,
+    destination: str,
+    is_chief: bool = True,
 ) -> LoadedCheckpoint | None:
-    """The verified checkpoint to continue from, or None; refuses one of other options/data."""
+    """The verified checkpoint to continue from, or None; refuses one of other options/data.
+
+    Every worker reads the chief's checkpoints; only the chief tidies them up.
+    """
     found, damaged = checkpoints.load_latest(destination)
     if found is not None:
         saved = read_state(found.directory)
@@ -140,6 +176,8 @@ def _resume_point(
     # Nothing was written before this point. A damaged checkpoint is trusted no more (this run
     # writes its epoch again), and multipart uploads a killed run left are aborted: no upload
     # of this run has started yet, so none of them can be ours.
+    if not is_chief:
+        return found
     for epoch in damaged:
         checkpoints.withdraw(epoch)
     checkpoints.abort_incomplete_uploads()
@@ -166,33 +204,44 @@ def _fit(
         Triangular2Schedule,
     )
     from plateau_lstm.callbacks.checkpointer import Checkpointer
+    from plateau_lstm.callbacks.follow_chief import FollowChief
     from plateau_lstm.callbacks.prometheus_metrics import PrometheusMetrics
-    from plateau_lstm.model import build_model, build_optimizer, forecasting_model
+    from plateau_lstm.model import build_optimizer, forecasting_model
     from plateau_lstm.report import write_report
     from plateau_lstm.training_history import TrainingHistory
     from plateau_lstm.training_state import EventLogState
 
     keras.utils.set_random_seed(config.seed)
+    placement = checkpointing.distribution
+    # Each replica takes batch_size windows of every step.
+    global_batch = config.batch_size * placement.replicas
     scales = change_scales(prepared.values, *prepared.bounds["train"], config.horizon)
     target_scale = float(scales[0]) if config.model.forecast_change else None
-    train_ds = _dataset(prepared, "train", config, target_scale, shuffle=True)
-    val_ds = _dataset(prepared, "val", config, target_scale, shuffle=False)
+    train_ds = _dataset(prepared, "train", config, target_scale, True, global_batch, placement)
+    val_ds = _dataset(prepared, "val", config, target_scale, False, global_batch, placement)
     train_windows = window_count(*prepared.bounds["train"], config.window, config.horizon)
-    steps_per_epoch = math.ceil(train_windows / config.batch_size)
+    steps_per_epoch = math.ceil(train_windows / global_batch)
 
     sched = config.schedule
-    schedule = Triangular2Schedule(
-        base_lr=sched.base_lr,
-        max_lr=sched.max_lr,
-        step_size=max(1, round(sched.half_cycle_epochs * steps_per_epoch)),
+    base_lr, max_lr = scaled_learning_rates(
+        sched.base_lr, sched.max_lr, placement.replicas, config.lr_scaling
     )
-    loss = AdaptiveLoss(order=config.loss_order)
-    model = build_model(config.model, config.window, len(prepared.columns), change_scale=scales)
-    model.compile(
-        optimizer=build_optimizer(config, schedule),
-        loss=loss,
-        metrics=[keras.metrics.MeanSquaredError(name="mse")],
-    )
+    with placement.scope():
+        # Variables made here (weights, optimizer slots, the rate cycle, the loss index) are
+        # mirrored on every replica.
+        schedule = Triangular2Schedule(
+            base_lr=base_lr,
+            max_lr=max_lr,
+            step_size=max(1, round(sched.half_cycle_epochs * steps_per_epoch)),
+        )
+        loss = AdaptiveLoss(order=config.loss_order)
+        model = _build_model(config, len(prepared.columns), scales)
+        # Under mixed_float16 compile wraps the optimizer in Keras' LossScaleOptimizer.
+        model.compile(
+            optimizer=build_optimizer(config, schedule),
+            loss=loss,
+            metrics=[keras.metrics.MeanSquaredError(name="mse")],
+        )
 
     events_path = os.path.join(scratch, "events.jsonl")
     open(events_path, "a").close()  # present even for a run without a single adaptation
@@ -243,7 +292,12 @@ def _fit(
         checkpointing.staging_dir,
         stateful=stateful,
         extra_state=checkpointing.identity,
+        publish=placement.is_chief,
     )
+    if placement.kind == "multi-worker":
+        from plateau_lstm.keras_multi_worker import prepare_for_fit
+
+        prepare_for_fit(model, placement.strategy, train_ds)
     initial_epoch = 0
     if checkpointing.resume is not None:
         initial_epoch = _restore(
@@ -251,13 +305,18 @@ def _fit(
         )
 
     log.info(
-        "train: %d train / %d val windows of %d steps, %d batches per epoch, %d epochs, %s params",
+        "train: %d train / %d val windows of %d steps, %d batches of %d per epoch, %d epochs, "
+        "%s params, learning rate %.3g-%.3g%s",
         train_windows,
         window_count(*prepared.bounds["val"], config.window, config.horizon),
         config.window,
         steps_per_epoch,
+        global_batch,
         config.epochs,
         f"{model.count_params():,}",
+        base_lr,
+        max_lr,
+        ", mixed float16" if config.mixed_precision else "",
     )
     started = time.perf_counter()
     model.fit(
@@ -272,7 +331,18 @@ def _fit(
         shuffle=False,  # the dataset reshuffles its windows every epoch itself
         # The checkpointer goes last: it records what the others decided at each epoch end.
         # (Only the metrics come after it: they decide nothing, and so time its work too.)
-        callbacks=[guard, detector, restarts, switcher, history, keep_best, checkpointer, metrics],
+        # FollowChief goes first: under multi-worker the others must see the chief's numbers.
+        callbacks=[
+            FollowChief(placement, schedule, loss),
+            guard,
+            detector,
+            restarts,
+            switcher,
+            history,
+            keep_best,
+            checkpointer,
+            metrics,
+        ],
     )
     train_seconds = time.perf_counter() - started
     # read before loading the best epoch's weights, which bring back that epoch's step count
@@ -310,7 +380,31 @@ def _fit(
         "final_loss": loss.active_name,
         "train_seconds": round(train_seconds, 3),
         "resumed_from_epoch": initial_epoch if checkpointing.resume is not None else None,
+        "distribution": placement.kind,
+        "replicas": placement.replicas,
+        "global_batch_size": global_batch,
+        "learning_rate_bounds": [base_lr, max_lr],
     }
+
+
+def _build_model(config: TrainConfig, n_features: int, scales):
+    """The residual LSTM, its layers in float16 compute under --mixed-precision.
+
+    The policy is global in Keras, so it is set only while the layers are made: they keep it,
+    and nothing built later (the forecasting wrapper, another run in this process) inherits it.
+    The output layer stays float32 (model.py), so losses and their scaling see float32.
+    """
+    import keras
+
+    from plateau_lstm.model import build_model
+
+    previous = keras.config.dtype_policy()
+    if config.mixed_precision:
+        keras.config.set_dtype_policy("mixed_float16")
+    try:
+        return build_model(config.model, config.window, n_features, change_scale=scales)
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def _restore(checkpointing, model, checkpointer, keep_best, train_ds, config, scratch) -> int:
@@ -403,19 +497,38 @@ def _short(value) -> str:
     return text if len(text) <= 20 else text[:8] + "..."
 
 
-def _dataset(prepared: PreparedData, split: str, config: TrainConfig, target_scale, shuffle):
+def _dataset(
+    prepared: PreparedData,
+    split: str,
+    config: TrainConfig,
+    target_scale,
+    shuffle: bool,
+    global_batch: int,
+    placement: Distribution,
+):
+    import tensorflow as tf
+
     start, end = prepared.bounds[split]
-    return make_dataset(
+    dataset = make_dataset(
         prepared.values,
         start,
         end,
         window=config.window,
         horizon=config.horizon,
-        batch_size=config.batch_size,
+        batch_size=global_batch,
         shuffle=shuffle,
         seed=config.seed,
         change_scale=target_scale,
     )
+    if placement.kind == "multi-worker":
+        # The windows are made in memory, not read from files: each worker builds every
+        # batch and keeps its share (DATA), instead of TF trying and failing to shard by file.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA
+        )
+        dataset = dataset.with_options(options)
+    return dataset
 
 
 def _check_windows(prepared: PreparedData, config: TrainConfig, display: str) -> None:

@@ -52,6 +52,9 @@ class Checkpointer(keras.callbacks.Callback):
         extra_state: JSON-able facts stored with every checkpoint (configuration, data
             fingerprint). Defaults to `None`.
         monitor: the epoch log value whose lowest epoch is the best. Defaults to `"val_mse"`.
+        publish: False on a worker that is not the chief of a multi-worker run: it captures
+            the state like the chief (reading mirrored variables may be a collective every
+            worker must join) and keeps it nowhere. Defaults to `True`.
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class Checkpointer(keras.callbacks.Callback):
         stateful=None,
         extra_state=None,
         monitor="val_mse",
+        publish=True,
     ):
         super().__init__()
         if not isinstance(checkpoints, CheckpointStore):
@@ -85,6 +89,7 @@ class Checkpointer(keras.callbacks.Callback):
         self.stateful = stateful
         self.extra_state = dict(extra_state or {})
         self.monitor = monitor
+        self.publish = bool(publish)
         self._serial = itertools.count()
         self._restored = False
         self._reset()
@@ -113,6 +118,8 @@ class Checkpointer(keras.callbacks.Callback):
             epoch=completed,
             extra=self.extra_state,
         )
+        if not self.publish:
+            return
         # A fresh folder per capture: one still waiting for upload is never written over.
         folder = self.staging_dir / f"{next(self._serial):06d}-{checkpoint_name(completed)}"
 
