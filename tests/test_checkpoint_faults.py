@@ -318,14 +318,14 @@ def test_a_damaged_checkpoint_is_detected_and_the_run_resumes_from_the_one_befor
     bucket = s3_env.removeprefix("s3://")
     seaweedfs.client().put_object(
         Bucket=bucket,
-        Key="runs/r1/model/checkpoints/epoch-0003/model.weights.h5",
+        Key="runs/r1/model/checkpoints/epoch-0003/variables.npz",
         Body=b"not the weights that were checksummed",
     )
 
     with caplog.at_level(logging.INFO, logger="plateau_lstm"):
         assert main(args) == 0
     assert (
-        f"checkpoint {output_uri}/checkpoints/epoch-0003 is damaged (model.weights.h5 does not "
+        f"checkpoint {output_uri}/checkpoints/epoch-0003 is damaged (variables.npz does not "
         "match its sha256 in manifest.json); using the one before it"
     ) in caplog.text
     assert "resuming from epoch 2 of 3" in caplog.text
