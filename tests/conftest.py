@@ -14,35 +14,20 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sysconfig
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from ports import free_loopback_ports
 
 # ------------------------------------------------------------------------------------------------
 # Helpers
-
-
-def free_loopback_ports(count: int) -> list[int]:
-    """`count` distinct TCP ports that are free on 127.0.0.1 right now.
-
-    All sockets stay bound until every port is chosen, so the kernel never hands out one twice.
-    """
-    with ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            sock = stack.enter_context(closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)))
-            sock.bind(("127.0.0.1", 0))
-            ports.append(sock.getsockname()[1])
-        return ports
 
 
 def _weed_binary() -> str:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_loopback_ports
+from ports import free_loopback_ports
 
 from plateau_lstm.checkpoints import COMMITTED, CheckpointStore
 from plateau_lstm.cli import main
