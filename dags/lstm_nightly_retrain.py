@@ -23,6 +23,10 @@ resumes an unfinished one from its last committed checkpoint. A step that refuse
 persistence and beats the champion's by `promotion_margin`; otherwise it succeeds, logs why in
 one line and changes nothing.
 
+**Multi-worker training.** With the `kubernetes` launcher and `workers` above 1, `train_model`
+runs as a Kubeflow TFJob (kubeflow.org/v1) of `workers` pods instead of one pod; the task, its
+retries and its result stay the same. The `local` launcher offers `workers` = 1 only.
+
 **Triggering by hand.** "Trigger DAG" in the UI shows the parameters below as a form; the REST
 API takes them as `conf`. Values are checked against their JSON schema before a run is created:
 a bad value is refused (HTTP 400) and no run exists.
@@ -41,6 +45,36 @@ SETTINGS = load_settings()
 # Where the input may come from: empty (the bundled series), s3://, file:/// or an absolute path.
 # A relative path would depend on the worker's working directory, so it is refused.
 _INPUT_URI = r"^$|^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$|^file:///.+$|^/.+$"
+
+
+def _workers_param(launcher: str) -> Param:
+    # The local launcher trains in one process, so it offers 1 only: a run that asks for more is
+    # refused when it is triggered (HTTP 400, no run), not hours later at train_model. The
+    # refusal quotes the schema, so the `$comment` tells what to do instead.
+    if launcher != "kubernetes":
+        why = "Multi-worker training needs PLATEAU_LSTM_LAUNCHER=kubernetes (a Kubeflow TFJob)."
+        return Param(
+            1,
+            type="integer",
+            minimum=1,
+            maximum=1,
+            title="Training workers",
+            description=f"1 with the local launcher. {why}",
+            section="Training",
+            **{"$comment": why},
+        )
+    return Param(
+        1,
+        type="integer",
+        minimum=1,
+        maximum=16,
+        title="Training workers",
+        description="Applies to the kubernetes launcher. Above 1, train_model runs as a Kubeflow "
+        "TFJob of this many pods (MultiWorkerMirroredStrategy), each with `gpus` GPUs; the "
+        "cluster needs the Kubeflow training operator.",
+        section="Training",
+    )
+
 
 PARAMS = {
     "input_uri": Param(
@@ -122,10 +156,11 @@ PARAMS = {
         minimum=0,
         maximum=8,
         title="GPUs",
-        description="nvidia.com/gpu limit of the training pod (kubernetes launcher only; "
-        "0 trains on CPU nodes).",
+        description="nvidia.com/gpu limit of the training pod, of each one with several "
+        "workers (kubernetes launcher only; 0 trains on CPU nodes).",
         section="Training",
     ),
+    "workers": _workers_param(SETTINGS.launcher),
     "promotion_margin": Param(
         0.01,
         type="number",

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lstm_retrain.settings import RetrainSettings
-from lstm_retrain.steps import Step, step_arguments
+from lstm_retrain.steps import Step, step_arguments, workers
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +37,29 @@ def step_task(step: Step, settings: RetrainSettings):
     @task(task_id=step.task_id, execution_timeout=step.timeout, doc_md=step.doc)
     def run_step() -> dict[str, Any]:
         context = get_current_context()
+        refuse_multi_worker(context["params"])
         argv = step_arguments(
             step.command, context["params"], settings.artifact_root, context["run_id"]
         )
         return run_cli(argv)
 
     return run_step()
+
+
+def refuse_multi_worker(params: dict[str, Any]) -> None:
+    """Fail the step, without retries, when the run asks for more than one training worker.
+
+    The local launcher trains in one process on this machine. Its `workers` param already
+    allows only 1; this catches a run created before the DAG was deployed that way.
+    """
+    if workers(params) > 1:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(
+            f"workers={workers(params)} needs the kubernetes launcher "
+            "(PLATEAU_LSTM_LAUNCHER=kubernetes), which trains as a TFJob; the local launcher "
+            "trains in one process. Trigger the run again with workers=1."
+        )
 
 
 def run_cli(argv: Sequence[str], *, env: dict[str, str] | None = None) -> dict[str, Any]:

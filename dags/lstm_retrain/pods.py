@@ -5,7 +5,8 @@ security context, service account, S3 settings from a ConfigMap and credentials 
 /tmp volume), which KPO reads on the worker when the step starts. This module adds the per-step
 parts: image, arguments, resources, GPU limit, node selector and tolerations for training, an
 optional extra Secret of AWS_* variables, and the XCom sidecar's security context, so the
-whole pod passes the restricted Pod Security Standard.
+whole pod passes the restricted Pod Security Standard. With the run's `workers` above 1,
+`train_model` runs a Kubeflow TFJob of such pods instead (lstm_retrain.tfjob).
 
 Imported only when PLATEAU_LSTM_LAUNCHER=kubernetes: the provider is not free to import.
 """
@@ -61,8 +62,7 @@ class PlateauLstmStepOperator(KubernetesPodOperator):
         super().render_template_fields(context, jinja_env)
         params = context["params"]
         self.arguments = [
-            "--result-file",
-            XCOM_RETURN_FILE,
+            *self.result_arguments(params),
             *step_arguments(
                 self.step.command, params, self.settings.artifact_root, context["run_id"]
             ),
@@ -77,11 +77,24 @@ class PlateauLstmStepOperator(KubernetesPodOperator):
             ]
         self.container_resources = k8s.V1ResourceRequirements(requests=requests, limits=limits)
 
+    def result_arguments(self, params: dict[str, Any]) -> list[str]:
+        """The CLI's global options that send its JSON result where the XCom sidecar reads it."""
+        return ["--result-file", XCOM_RETURN_FILE]
+
 
 def step_pod(step: Step, settings: RetrainSettings) -> PlateauLstmStepOperator:
-    """The pod operator that runs `step`; pushes the CLI's JSON result to XCom."""
+    """The pod operator that runs `step`; pushes the CLI's JSON result to XCom.
+
+    `train` gets the subclass that runs a TFJob instead of the pod when the run asks for more
+    than one worker (lstm_retrain.tfjob), so the DAG keeps one `train_model` task either way.
+    """
+    operator_class = PlateauLstmStepOperator
+    if step.command == "train":
+        from lstm_retrain.tfjob import PlateauLstmTrainOperator
+
+        operator_class = PlateauLstmTrainOperator
     deadline = int(step.timeout.total_seconds())
-    return PlateauLstmStepOperator(
+    return operator_class(
         task_id=step.task_id,
         doc_md=step.doc,
         step=step,

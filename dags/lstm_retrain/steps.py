@@ -65,6 +65,8 @@ def step_arguments(command: str, params: Mapping[str, Any], root: str, run_id: s
         argv += ["--window", str(params["window"]), "--horizon", str(params["horizon"])]
         return argv
     if command == "train":
+        # More than one worker: the pods of a TFJob, which sets TF_CONFIG for each of them.
+        distribution = ["--distribution", "multi-worker"] if workers(params) > 1 else []
         return [
             "train",
             "--prepared",
@@ -93,6 +95,7 @@ def step_arguments(command: str, params: Mapping[str, Any], root: str, run_id: s
             repr(float(params["max_lr"])),
             "--verbose",
             "2",  # one line per epoch: task logs are not terminals
+            *distribution,
         ]
     if command == "evaluate":
         return [
@@ -115,6 +118,11 @@ def step_arguments(command: str, params: Mapping[str, Any], root: str, run_id: s
             repr(float(params["promotion_margin"])),
         ]
     raise ValueError(f"unknown step {command!r}; expected one of {[s.command for s in STEPS]}")
+
+
+def workers(params: Mapping[str, Any]) -> int:
+    """How many training workers the run asks for (runs from before the param existed: 1)."""
+    return int(params.get("workers") or 1)
 
 
 def _optional(flag: str, value: Any) -> list[str]:

@@ -148,6 +148,8 @@ BAD_CONFS = {
     "max_lr above one": {"max_lr": 1.5},
     "negative seed": {"seed": -1},
     "too many gpus": {"gpus": 9},
+    "no workers": {"workers": 0},
+    "several workers on the local launcher": {"workers": 2},
     "relative input path": {"input_uri": "data/hourly.csv"},
     "http input": {"input_uri": "https://example.com/x.csv"},
     "margin of one": {"promotion_margin": 1},

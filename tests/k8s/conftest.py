@@ -6,6 +6,8 @@
 - `pod_template` (session): k8s/base/pod-template.yaml as a dict.
 - `dag_pods` (session): {task_id: {"pod_template_file", "pod"}} for every KubernetesPodOperator
   task of the nightly DAG with the `kubernetes` launcher, built by the operator itself.
+- `dag_tfjob` (session): the TFJob `train_model` sends for a run with workers=2, built by the
+  task itself (dag_pods.py builds both, in one fresh interpreter).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dag_pods import ARTIFACT_ROOT
 from manifests import BASE, KUSTOMIZATIONS, POD_TEMPLATE, build, load_documents
 
 
@@ -38,13 +41,13 @@ def pod_template() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def dag_pods(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+def dag_launches(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     airflow_home = tmp_path_factory.mktemp("airflow-home")
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(airflow_home),
         "PLATEAU_LSTM_LAUNCHER": "kubernetes",
-        "PLATEAU_LSTM_ARTIFACT_ROOT": "s3://plateau-lstm-artifacts/nightly",
+        "PLATEAU_LSTM_ARTIFACT_ROOT": ARTIFACT_ROOT,
     }
     # Only the defaults of the pod settings are under test: drop any the caller has set.
     for name in list(env):
@@ -63,6 +66,16 @@ def dag_pods(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, An
         check=False,
     )
     assert result.returncode == 0, f"building the DAG's pods failed:\n{result.stderr[-4000:]}"
-    pods = json.loads(output.read_text(encoding="utf-8"))
+    return json.loads(output.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def dag_pods(dag_launches: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    pods = dag_launches["pods"]
     assert pods, "the DAG launched no KubernetesPodOperator task with the kubernetes launcher"
     return pods
+
+
+@pytest.fixture(scope="session")
+def dag_tfjob(dag_launches: dict[str, Any]) -> dict[str, Any]:
+    return dag_launches["tfjob"]

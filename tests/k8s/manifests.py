@@ -92,9 +92,13 @@ def one(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
 
 
 def pod_templates(obj: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The pod (metadata + spec) that `obj` runs: itself for a Pod, its template for workloads."""
+    """The pods (metadata + spec) that `obj` runs: itself for a Pod, its template for workloads,
+    each replica's template for a Kubeflow TFJob."""
     if obj["kind"] == "Pod":
         yield obj
+        return
+    if obj["kind"] == "TFJob":
+        yield from (replica["template"] for replica in obj["spec"]["tfReplicaSpecs"].values())
         return
     path = _POD_TEMPLATE_PATHS.get(obj["kind"])
     if path is None:

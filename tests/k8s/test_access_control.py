@@ -1,9 +1,10 @@
-"""Least privilege: the launcher may do exactly what KubernetesPodOperator does, nobody else may
-do anything.
+"""Least privilege: the launcher may do exactly what KubernetesPodOperator and the DAG's TFJob
+launcher do, nobody else may do anything.
 
 The operator's needs are read from the installed provider's own source (every Kubernetes API call
 in the pod operator and its pod manager), so a provider upgrade that starts calling something new
-fails here instead of in the first nightly run.
+fails here instead of in the first nightly run; the TFJob launcher's from its own source
+(dags/lstm_retrain/tfjob.py).
 """
 
 from __future__ import annotations
@@ -12,22 +13,30 @@ import re
 from pathlib import Path
 
 import airflow.providers.cncf.kubernetes as provider
-from manifests import NAMESPACE, find, one
+from manifests import NAMESPACE, REPO, find, one
 
 LAUNCHER_ROLE = "plateau-lstm-pod-launcher"
 LAUNCHER_ACCOUNT = "plateau-lstm-launcher"
 
-# What the Role grants, and why (the provider's "Kubernetes RBAC permissions" page).
+TFJOB_LAUNCHER = REPO / "dags" / "lstm_retrain" / "tfjob.py"
+
+# What the Role grants, by (API group, resource), and why (the provider's "Kubernetes RBAC
+# permissions" page; the role's comments for the TFJob).
 EXPECTED_RULES = {
-    "pods": {"create", "get", "list", "watch", "patch", "delete"},
-    "pods/log": {"get"},
-    "pods/exec": {"create", "get"},
-    "events": {"list", "watch"},
+    ("", "pods"): {"create", "get", "list", "watch", "patch", "delete"},
+    ("", "pods/log"): {"get"},
+    ("", "pods/exec"): {"create", "get"},
+    ("", "events"): {"list", "watch"},
+    ("kubeflow.org", "tfjobs"): {"create", "get", "delete"},
 }
 # Granted although no call below maps to it: watching pods and events is how the deferrable
 # trigger and reattaching follow a pod; an exec websocket is authorized as `create` from
 # Kubernetes 1.35 on.
-GRANTED_BEYOND_CALLS = {("pods", "watch"), ("events", "watch"), ("pods/exec", "create")}
+GRANTED_BEYOND_CALLS = {
+    ("", "pods", "watch"),
+    ("", "events", "watch"),
+    ("", "pods/exec", "create"),
+}
 
 # CoreV1Api method -> (resource, verb) as the API server authorizes it.
 _CALL = re.compile(
@@ -35,6 +44,7 @@ _CALL = re.compile(
 )
 _VERBS = {
     "create": "create",
+    "get": "get",
     "read": "get",
     "list": "list",
     "patch": "patch",
@@ -44,36 +54,52 @@ _VERBS = {
     "connect_post": "create",
 }
 _RESOURCES = {"pod": "pods", "pod_log": "pods/log", "pod_exec": "pods/exec", "event": "events"}
+# KubernetesHook method for custom objects -> verb; the TFJob launcher calls them for tfjobs only.
+_CUSTOM_CALL = re.compile(r"\b(create|get|list|patch|delete|replace)_custom_object\b")
 
 
-def calls_of_the_pod_operator() -> set[tuple[str, str]]:
+def _core_calls(source: str) -> set[tuple[str, str, str]]:
+    return {("", _RESOURCES[kind], _VERBS[action]) for action, kind in _CALL.findall(source)}
+
+
+def calls_of_the_pod_operator() -> set[tuple[str, str, str]]:
     root = Path(provider.__file__).parent
     needed = set()
     for source in (root / "operators" / "pod.py", root / "utils" / "pod_manager.py"):
-        for action, kind in _CALL.findall(source.read_text(encoding="utf-8")):
-            needed.add((_RESOURCES[kind], _VERBS[action]))
+        needed |= _core_calls(source.read_text(encoding="utf-8"))
     return needed
 
 
-def granted(role: dict) -> set[tuple[str, str]]:
+def calls_of_the_tfjob_launcher() -> set[tuple[str, str, str]]:
+    source = TFJOB_LAUNCHER.read_text(encoding="utf-8")
+    # The one kind of custom object it handles.
+    assert re.search(r'GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v1", "tfjobs"', source)
+    actions = _CUSTOM_CALL.findall(source)
+    return _core_calls(source) | {("kubeflow.org", "tfjobs", _VERBS[a]) for a in actions}
+
+
+def granted(role: dict) -> set[tuple[str, str, str]]:
     return {
-        (resource, verb)
+        (group, resource, verb)
         for rule in role["rules"]
+        for group in rule["apiGroups"]
         for resource in rule["resources"]
         for verb in rule["verbs"]
     }
 
 
-def test_the_role_grants_exactly_the_pod_launch_permissions(base_objects) -> None:
+def test_the_role_grants_exactly_the_launch_permissions(base_objects) -> None:
     role = one(base_objects, "Role", LAUNCHER_ROLE)
     assert role["metadata"]["namespace"] == NAMESPACE
-    assert all(rule["apiGroups"] == [""] for rule in role["rules"])
-    assert granted(role) == {(r, v) for r, verbs in EXPECTED_RULES.items() for v in verbs}
+    assert granted(role) == {(g, r, v) for (g, r), verbs in EXPECTED_RULES.items() for v in verbs}
 
 
-def test_every_call_the_pod_operator_makes_is_granted(base_objects) -> None:
-    calls = calls_of_the_pod_operator()
-    assert ("pods", "create") in calls and ("pods/log", "get") in calls  # the scan works
+def test_every_call_the_pod_operator_and_the_tfjob_launcher_make_is_granted(base_objects) -> None:
+    pod_calls, tfjob_calls = calls_of_the_pod_operator(), calls_of_the_tfjob_launcher()
+    assert ("", "pods", "create") in pod_calls and ("", "pods/log", "get") in pod_calls
+    assert ("kubeflow.org", "tfjobs", "create") in tfjob_calls  # the scans work
+    assert ("", "pods/log", "get") in tfjob_calls
+    calls = pod_calls | tfjob_calls
     role = one(base_objects, "Role", LAUNCHER_ROLE)
     assert calls <= granted(role), calls - granted(role)
     assert granted(role) - calls <= GRANTED_BEYOND_CALLS, granted(role) - calls

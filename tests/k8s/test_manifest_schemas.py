@@ -2,7 +2,8 @@
 
 Built-in kinds are validated strictly (unknown fields fail) against the Kubernetes JSON schemas
 that kubernetes-validate ships, for the oldest and the newest Kubernetes version we support;
-Prometheus Operator resources against prometheus_operator_schemas.
+Prometheus Operator resources against prometheus_operator_schemas; the Kubeflow TFJob example
+against kubeflow_schemas, and each of its replicas' pod templates as a Pod, strictly.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import kubeflow_schemas
 import kubernetes_validate
+import prometheus_operator_schemas
 import pytest
 from manifests import (
     BASE,
@@ -22,7 +25,6 @@ from manifests import (
     manifest_files,
     one,
 )
-from prometheus_operator_schemas import SCHEMAS, custom_resource_errors
 
 # Pinned: the oldest and the newest minor in upstream support when this was written.
 KUBERNETES_VERSIONS = ("1.35.0", "1.37.0")
@@ -31,8 +33,25 @@ CLUSTER_SCOPED = {"Namespace", "PriorityClass", "ClusterRole", "ClusterRoleBindi
 OUTSIDE_NAMESPACE = {("ServiceAccount", "plateau-lstm-launcher")}
 
 
+def custom_resource_errors(obj: dict[str, Any]) -> list[str]:
+    kind = (obj.get("apiVersion"), obj.get("kind"))
+    if kind in kubeflow_schemas.SCHEMAS:
+        errors = kubeflow_schemas.custom_resource_errors(obj)
+        if errors:
+            return errors
+        return [
+            f"{replica} pod: {error}"
+            for replica in kubeflow_schemas.replica_templates(obj)
+            for error in schema_errors(kubeflow_schemas.pod_of(obj, replica))
+        ]
+    return prometheus_operator_schemas.custom_resource_errors(obj)
+
+
+CUSTOM_KINDS = {*prometheus_operator_schemas.SCHEMAS, *kubeflow_schemas.SCHEMAS}
+
+
 def schema_errors(obj: dict[str, Any]) -> list[str]:
-    if (obj.get("apiVersion"), obj.get("kind")) in SCHEMAS:
+    if (obj.get("apiVersion"), obj.get("kind")) in CUSTOM_KINDS:
         return custom_resource_errors(obj)
     errors = []
     for version in KUBERNETES_VERSIONS:

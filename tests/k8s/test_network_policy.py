@@ -35,6 +35,14 @@ TRAINING = Endpoint(
     {"app.kubernetes.io/name": "plateau-lstm", "app.kubernetes.io/component": "training"},
     {"metrics": 9464},
 )
+# A worker of a multi-worker run (TFJob): a training pod with the DAG's mark and TF's port.
+TFJOB_WORKER = Endpoint(
+    NAMESPACE,
+    {**TRAINING.labels, "plateau-lstm/distribution": "multi-worker"},
+    {"metrics": 9464, "tfjob-port": 2222},
+)
+# The same labels in another namespace: not one of ours.
+FOREIGN_WORKER = Endpoint("team-x", TFJOB_WORKER.labels, TFJOB_WORKER.ports)
 PUSHGATEWAY = Endpoint(
     NAMESPACE,
     {"app.kubernetes.io/name": "pushgateway", "app.kubernetes.io/part-of": "plateau-lstm"},
@@ -143,6 +151,27 @@ BASE_CASES = [
     (PUSHGATEWAY, INTERNET, 443, "TCP", False),
     (PUSHGATEWAY, KUBE_DNS, 53, "UDP", False),
     (PUSHGATEWAY, TRAINING, 9464, "TCP", False),
+    # Multi-worker training: workers reach each other on TF's port, and only there.
+    (TFJOB_WORKER, TFJOB_WORKER, 2222, "TCP", True),
+    (TFJOB_WORKER, TFJOB_WORKER, 2223, "TCP", False),
+    (TFJOB_WORKER, TFJOB_WORKER, 9464, "TCP", False),
+    (TFJOB_WORKER, TFJOB_WORKER, 2222, "UDP", False),
+    (TRAINING, TFJOB_WORKER, 2222, "TCP", False),
+    (TFJOB_WORKER, TRAINING, 2222, "TCP", False),
+    (UNLABELLED, TFJOB_WORKER, 2222, "TCP", False),
+    (AIRFLOW_WORKER, TFJOB_WORKER, 2222, "TCP", False),
+    (FOREIGN_WORKER, TFJOB_WORKER, 2222, "TCP", False),
+    (TFJOB_WORKER, FOREIGN_WORKER, 2222, "TCP", False),
+    (PUSHGATEWAY, TFJOB_WORKER, 2222, "TCP", False),
+    # ... and keep every right of a single training pod, and no more.
+    (TFJOB_WORKER, KUBE_DNS, 53, "UDP", True),
+    (TFJOB_WORKER, S3_PLACEHOLDER, 443, "TCP", True),
+    (TFJOB_WORKER, PUSHGATEWAY, 9091, "TCP", True),
+    (PROMETHEUS, TFJOB_WORKER, 9464, "TCP", True),
+    (PROMETHEUS, TFJOB_WORKER, 2222, "TCP", False),
+    (TFJOB_WORKER, INTERNET, 443, "TCP", False),
+    (TFJOB_WORKER, INTERNET, 2222, "TCP", False),
+    (TFJOB_WORKER, KUBE_API, 443, "TCP", False),
 ]
 
 
@@ -168,6 +197,9 @@ def test_base_traffic(base_objects, case) -> None:
         (TRAINING, KUBE_DNS, 53, "UDP", True),
         (TRAINING, PUSHGATEWAY, 9091, "TCP", True),
         (OTHER_TEAM, PUSHGATEWAY, 9091, "TCP", False),
+        (TFJOB_WORKER, TFJOB_WORKER, 2222, "TCP", True),
+        (TFJOB_WORKER, MINIO, 9000, "TCP", True),
+        (TRAINING, TFJOB_WORKER, 2222, "TCP", False),
     ],
     ids=_case_id,
 )

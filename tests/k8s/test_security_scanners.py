@@ -12,17 +12,30 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from manifests import REPO, tool
+import yaml
+from dag_pods import TFJOB_EXAMPLE
+from kubeflow_schemas import pod_of
+from manifests import REPO, load_documents, tool
+
+# checkov has no checks for a TFJob (a custom resource), so the pod each of its workers runs is
+# scanned as the Pod the training operator makes of it.
+(_TFJOB,) = load_documents(TFJOB_EXAMPLE)
+TFJOB_WORKER_POD = pod_of(_TFJOB, "Worker")
+_WORKER = f"Pod.plateau-lstm.{TFJOB_WORKER_POD['metadata']['name']}"
 
 # Every check skipped anywhere, on what, and where the reason is written. A new skip must be
 # added here, in review, with its reason in the annotation or comment that makes it.
 DOCUMENTED_SKIPS = {
-    # Training steps are batch pods: nothing to probe (pod-template.yaml annotations).
+    # Training steps are batch pods: nothing to probe (pod-template.yaml annotations, which the
+    # TFJob's workers carry too).
     ("CKV_K8S_8", "Pod.plateau-lstm.plateau-lstm-step"),
     ("CKV_K8S_9", "Pod.plateau-lstm.plateau-lstm-step"),
+    ("CKV_K8S_8", _WORKER),
+    ("CKV_K8S_9", _WORKER),
     # Image digests: the DAG sets the training image per deployment; the Pushgateway's upstream
     # tag is pinned and its digest belongs to the copy in your registry (annotations).
     ("CKV_K8S_43", "Pod.plateau-lstm.plateau-lstm-step"),
+    ("CKV_K8S_43", _WORKER),
     ("CKV_K8S_43", "Deployment.plateau-lstm.pushgateway"),
 }
 
@@ -54,10 +67,14 @@ def checkov_reports(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict
     bad = tmp_path_factory.mktemp("insecure")
     (bad / "insecure-pod.yaml").write_text(INSECURE_POD, encoding="utf-8")
     (bad / "Dockerfile").write_text(INSECURE_DOCKERFILE, encoding="utf-8")
+    worker_pod = tmp_path_factory.mktemp("tfjob") / "tfjob-worker-pod.yaml"
+    worker_pod.write_text(yaml.safe_dump(TFJOB_WORKER_POD), encoding="utf-8")
     result = subprocess.run(
         [
             "bash",
             str(REPO / "scripts" / "checkov-scan.sh"),
+            "-f",
+            str(worker_pod),
             "-f",
             str(bad / "insecure-pod.yaml"),
             "-f",
@@ -92,6 +109,17 @@ def test_checkov_fails_nothing_of_ours(checkov_reports) -> None:
         passed = [c for c in report["results"]["passed_checks"] if not _is_fixture(c)]
         assert passed, f"checkov found nothing of ours to check in {framework}"
     assert returncode == 1  # the insecure fixtures, and only they, fail
+
+
+def test_checkov_checks_the_tfjob_workers_pod(checkov_reports) -> None:
+    _, reports = checkov_reports
+    passed = [
+        c for c in reports["kubernetes"]["results"]["passed_checks"] if c["resource"] == _WORKER
+    ]
+    # no privilege escalation, non-root, no NET_RAW, read-only root, seccomp (among others)
+    assert {"CKV_K8S_20", "CKV_K8S_23", "CKV_K8S_28", "CKV_K8S_22", "CKV_K8S_31"} <= {
+        c["check_id"] for c in passed
+    }
 
 
 def test_checkov_catches_the_insecure_fixtures(checkov_reports) -> None:
