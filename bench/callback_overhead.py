@@ -39,8 +39,11 @@ def compiled_model(prepared, config: TrainConfig, steps_per_epoch: int):
     schedule = Triangular2Schedule(step_size=2 * steps_per_epoch)
     loss = AdaptiveLoss()
     model = build_model(config.model, config.window, len(prepared.columns), change_scale=scales)
-    model.compile(optimizer=build_optimizer(config, schedule), loss=loss,
-                  metrics=[keras.metrics.MeanSquaredError(name="mse")])
+    model.compile(
+        optimizer=build_optimizer(config, schedule),
+        loss=loss,
+        metrics=[keras.metrics.MeanSquaredError(name="mse")],
+    )
     return model, schedule, loss
 
 
@@ -80,11 +83,25 @@ def main() -> int:
         start, end = prepared.bounds["train"]
         steps = math.ceil(window_count(start, end, config.window, config.horizon) / 64)
         scale = float(change_scales(prepared.values, start, end, 1)[0])
-        train = make_dataset(prepared.values, start, end, window=config.window, horizon=1,
-                             batch_size=config.batch_size, shuffle=True, seed=1,
-                             change_scale=scale)
-        val = make_dataset(prepared.values, *prepared.bounds["val"], window=config.window,
-                           horizon=1, batch_size=config.batch_size, change_scale=scale)
+        train = make_dataset(
+            prepared.values,
+            start,
+            end,
+            window=config.window,
+            horizon=1,
+            batch_size=config.batch_size,
+            shuffle=True,
+            seed=1,
+            change_scale=scale,
+        )
+        val = make_dataset(
+            prepared.values,
+            *prepared.bounds["val"],
+            window=config.window,
+            horizon=1,
+            batch_size=config.batch_size,
+            change_scale=scale,
+        )
         with_cb, schedule, loss = compiled_model(prepared, config, steps)
         without_cb, _, _ = compiled_model(prepared, config, steps)
         callbacks = all_callbacks(schedule, loss, scratch)
@@ -95,16 +112,21 @@ def main() -> int:
         for _ in range(args.rounds):
             for name, model, cbs in (("with", with_cb, callbacks), ("without", without_cb, [])):
                 started = time.perf_counter()
-                model.fit(train, validation_data=val, epochs=args.epochs, verbose=0,
-                          callbacks=cbs)
+                model.fit(train, validation_data=val, epochs=args.epochs, verbose=0, callbacks=cbs)
                 timings[name].append((time.perf_counter() - started) / args.epochs)
     ratios = [a / b for a, b in zip(timings["with"], timings["without"], strict=True)]
-    print(f"epoch seconds, all callbacks: median {statistics.median(timings['with']):.3f} "
-          f"(min {min(timings['with']):.3f}, max {max(timings['with']):.3f})")
-    print(f"epoch seconds, no callbacks:  median {statistics.median(timings['without']):.3f} "
-          f"(min {min(timings['without']):.3f}, max {max(timings['without']):.3f})")
-    print(f"ratio with/without, per pair: median {statistics.median(ratios):.3f} "
-          f"(min {min(ratios):.3f}, max {max(ratios):.3f}); goal <= 1.03")
+    print(
+        f"epoch seconds, all callbacks: median {statistics.median(timings['with']):.3f} "
+        f"(min {min(timings['with']):.3f}, max {max(timings['with']):.3f})"
+    )
+    print(
+        f"epoch seconds, no callbacks:  median {statistics.median(timings['without']):.3f} "
+        f"(min {min(timings['without']):.3f}, max {max(timings['without']):.3f})"
+    )
+    print(
+        f"ratio with/without, per pair: median {statistics.median(ratios):.3f} "
+        f"(min {min(ratios):.3f}, max {max(ratios):.3f}); goal <= 1.03"
+    )
     return 0
 
 

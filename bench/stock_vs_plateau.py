@@ -65,22 +65,37 @@ def stock_recipe(prepared, config: TrainConfig) -> tuple[dict, list[float]]:
 
     def data(split, shuffle):
         start, end = prepared.bounds[split]
-        return make_dataset(prepared.values, start, end, window=window, horizon=horizon,
-                            batch_size=config.batch_size, shuffle=shuffle, seed=config.seed)
+        return make_dataset(
+            prepared.values,
+            start,
+            end,
+            window=window,
+            horizon=horizon,
+            batch_size=config.batch_size,
+            shuffle=shuffle,
+            seed=config.seed,
+        )
 
-    model = keras.Sequential([
-        keras.Input((window, n_features)),
-        keras.layers.LSTM(64, return_sequences=True),
-        keras.layers.LSTM(64),
-        keras.layers.Dense(1),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((window, n_features)),
+            keras.layers.LSTM(64, return_sequences=True),
+            keras.layers.LSTM(64),
+            keras.layers.Dense(1),
+        ]
+    )
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
     history = model.fit(
-        data("train", True), validation_data=data("val", False), epochs=config.epochs,
-        verbose=0, shuffle=False,
+        data("train", True),
+        validation_data=data("val", False),
+        epochs=config.epochs,
+        verbose=0,
+        shuffle=False,
         callbacks=[
             keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=3),
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=8, restore_best_weights=True),
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=8, restore_best_weights=True
+            ),
         ],
     )
     start, end = prepared.bounds["test"]
@@ -168,13 +183,17 @@ def main() -> int:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
 
-    print("\n| series | seed | test MSE plateau-lstm / stock | skill plateau-lstm | skill stock "
-          "| stock epochs at norm. val MSE >= 0.95 | best norm. val MSE stock / plateau-lstm |")
+    print(
+        "\n| series | seed | test MSE plateau-lstm / stock | skill plateau-lstm | skill stock "
+        "| stock epochs at norm. val MSE >= 0.95 | best norm. val MSE stock / plateau-lstm |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['series']} | {r['seed']} | {r['ratio']:.3f} | {r['plateau_skill']:+.3f} | "
-              f"{r['stock_skill']:+.3f} | {r['stock_epochs_stuck']} of {r['stock_epochs']} | "
-              f"{r['stock_best_normalized_val']:.3f} / {r['plateau_best_normalized_val']:.3f} |")
+        print(
+            f"| {r['series']} | {r['seed']} | {r['ratio']:.3f} | {r['plateau_skill']:+.3f} | "
+            f"{r['stock_skill']:+.3f} | {r['stock_epochs_stuck']} of {r['stock_epochs']} | "
+            f"{r['stock_best_normalized_val']:.3f} / {r['plateau_best_normalized_val']:.3f} |"
+        )
     for name in sorted({r["series"] for r in rows}):
         ratios = [r["ratio"] for r in rows if r["series"] == name]
         print(f"median ratio {name}: {statistics.median(ratios):.3f} over {len(ratios)} seeds")

@@ -100,8 +100,9 @@ def train(
             f", this process is {placement.worker}" if placement.worker else "",
         )
     if not placement.is_chief and metrics is not None:
-        # The chief's pushes stand for the run; a worker's would overwrite them.
-        metrics = dataclasses.replace(metrics, pushgateway=None)
+        # The chief's metrics stand for the run: a worker's pushes would overwrite them, and
+        # its /metrics (the same numbers, FollowChief) would count the run twice on dashboards.
+        metrics = dataclasses.replace(metrics, pushgateway=None, port=0)
     checkpoints = CheckpointStore(output, keep_last=checkpointing.keep_last)
     identity = {
         "config": _jsonable(config.to_dict()),
