@@ -15,7 +15,7 @@ module from its path, the DAGs folder on sys.path) and times only that. What run
 
 A warm-up sample compiles the bytecode first; the figures are medians over the samples.
 
-    .venv/bin/python bench/dag_parse.py --samples 7 --markdown bench/results/dag.md
+    .venv/bin/python bench/dag_parse.py --samples 7 --markdown /tmp/dag.md
 """
 
 from __future__ import annotations
