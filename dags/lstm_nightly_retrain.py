@@ -127,7 +127,15 @@ PARAMS = {
         description="Steps ahead to forecast.",
         section="Training",
     ),
-    "batch_size": Param(64, type="integer", minimum=1, maximum=65536, section="Training"),
+    "batch_size": Param(
+        64,
+        type="integer",
+        minimum=1,
+        maximum=65536,
+        description="Windows per step and per replica. With several GPUs or workers the global "
+        "batch is this times the replicas, and both learning rates grow by sqrt(replicas).",
+        section="Training",
+    ),
     "lstm_layers": Param(2, type="integer", minimum=1, maximum=8, section="Training"),
     "lstm_units": Param(64, type="integer", minimum=1, maximum=2048, section="Training"),
     "dense_units": Param(64, type="integer", minimum=1, maximum=2048, section="Training"),
@@ -157,7 +165,8 @@ PARAMS = {
         maximum=8,
         title="GPUs",
         description="nvidia.com/gpu limit of the training pod, of each one with several "
-        "workers (kubernetes launcher only; 0 trains on CPU nodes).",
+        "workers (kubernetes launcher only; 0 trains on CPU nodes). More than 1 trains on all "
+        "of them (MirroredStrategy).",
         section="Training",
     ),
     "workers": _workers_param(SETTINGS.launcher),

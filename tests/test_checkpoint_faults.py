@@ -47,10 +47,14 @@ def prepared(tmp_path_factory) -> str:
     return str(path)
 
 
-def wait_for(condition, timeout: float, what: str) -> None:
+def wait_for(condition, timeout: float, what: str, child=None, explain=None) -> None:
+    """Poll `condition`; fail at once if `child` exits first, with `explain()` in the message."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if child is not None and child.poll() is not None:
+            pytest.fail(f"the run exited ({child.returncode}) before {what}:\n{explain()}")
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out waiting for {what}:\n{explain() if explain else ''}")
         time.sleep(0.02)
 
 
@@ -90,6 +94,10 @@ class Lines:
     def text(self) -> str:
         self._thread.join(timeout=30)
         return "\n".join(line for _, line in self.lines)
+
+    def so_far(self) -> str:
+        """What arrived until now, without waiting for the pipe to close."""
+        return "\n".join(line for _, line in list(self.lines))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -246,7 +254,13 @@ def test_training_goes_on_through_a_server_restart_and_publishes_everything(
     stdout, stderr = Lines(child.stdout), Lines(child.stderr)
     try:
         try:
-            wait_for(lambda: output.exists(f"checkpoints/epoch-0002/{COMMITTED}"), 300, "epoch 2")
+            wait_for(
+                lambda: output.exists(f"checkpoints/epoch-0002/{COMMITTED}"),
+                300,
+                "epoch 2",
+                child,
+                lambda: f"{stderr.so_far()[-3000:]}\n--- weed:\n{seaweedfs.log_tail()}",
+            )
             seaweedfs.stop()
             stopped = time.monotonic()
             time.sleep(2)
@@ -280,7 +294,13 @@ def test_storage_that_never_returns_fails_the_run_at_the_end_and_a_rerun_resumes
     child = train_child(prepared, output_uri, "--epochs", "4", "--storage-wait", "3")
     stderr = Lines(child.stderr)
     try:
-        wait_for(lambda: output.exists(f"checkpoints/epoch-0001/{COMMITTED}"), 300, "epoch 1")
+        wait_for(
+            lambda: output.exists(f"checkpoints/epoch-0001/{COMMITTED}"),
+            300,
+            "epoch 1",
+            child,
+            lambda: f"{stderr.so_far()[-3000:]}\n--- weed:\n{seaweedfs.log_tail()}",
+        )
         seaweedfs.stop()
         assert child.wait(timeout=400) == 1
     finally:

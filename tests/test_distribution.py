@@ -8,6 +8,8 @@ learning rates. Nothing is mocked: every run trains.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import re
@@ -122,16 +124,27 @@ def tf_config(ports: list[int], index: int) -> str:
     return json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
 
 
-def start_workers(prepared: str, output: str, tmp_path: Path, *extra: str):
-    """Two `plateau-lstm train` processes, worker 0 the chief, as two pods of a TFJob."""
+def start_workers(
+    prepared: str,
+    output: str,
+    tmp_path: Path,
+    *extra: str,
+    launcher: list[str] = [CLI],  # noqa: B006 - never mutated
+    worker_extra: tuple[str, ...] = (),
+):
+    """Two `plateau-lstm train` processes, worker 0 the chief, as two pods of a TFJob.
+
+    `worker_extra` goes to worker 1 only, after the common options (so it overrides them).
+    """
     ports = free_loopback_ports(2)
     workers = []
     for index in range(2):
         result_file = tmp_path / f"worker-{index}.json"
         log = open(tmp_path / f"worker-{index}.log", "w")  # noqa: SIM115 - closed by finish()
-        command = [CLI, "--result-file", str(result_file), "train", "--prepared", prepared,
+        own = worker_extra if index == 1 else ()
+        command = [*launcher, "--result-file", str(result_file), "train", "--prepared", prepared,
                    "--output", output, "--distribution", "multi-worker",
-                   *TINY, *TWO_REPLICAS, *extra]  # fmt: skip
+                   *TINY, *TWO_REPLICAS, *extra, *own]  # fmt: skip
         env = {**os.environ, "TF_CONFIG": tf_config(ports, index), "PYTHONUNBUFFERED": "1"}
         # Keras prints its epoch lines on stdout, our log on stderr: one file keeps both.
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -159,8 +172,12 @@ def test_two_workers_train_as_one_run_and_follow_the_chiefs_plateau_decisions(
     prepared, single_worker, tmp_path
 ):
     output = str(tmp_path / "model")
+    # Worker 1 is told to be far more patient: left to itself it would not restart the rate or
+    # switch the loss in 4 epochs. The chief does at epoch 3, and the worker must follow.
     (chief_code, chief_log, chief), (worker_code, worker_log, worker) = finish(
-        start_workers(prepared, output, tmp_path, "--epochs", "4")
+        start_workers(
+            prepared, output, tmp_path, "--epochs", "4", worker_extra=("--patience", "5,10,20")
+        )
     )
     assert chief_code == 0, chief_log[-3000:]
     assert worker_code == 0, worker_log[-3000:]
@@ -177,17 +194,40 @@ def test_two_workers_train_as_one_run_and_follow_the_chiefs_plateau_decisions(
     events = [json.loads(line) for line in Path(output, "events.jsonl").read_text().splitlines()]
     restarts = [event for event in events if event["kind"] == "lr_restart"]
     assert [event["epoch"] for event in restarts] == [3]
-    # ... and the worker trained with the same rate and the same loss, epoch by epoch.
+    assert chief["lr_restarts"] == 1 and chief["loss_switches"] == 1
+    # ... the worker decided nothing itself ...
+    assert worker["lr_restarts"] == 0 and worker["loss_switches"] == 0
+    # ... yet took the chief's rate cycle and loss before its next step, and trained with the
+    # same rate as the chief, epoch by epoch.
+    assert "epoch 4: took the chief's rate cycle and loss" in worker_log
+    assert "loss mse" in worker_log.split("took the chief's rate cycle and loss")[1].splitlines()[0]
     rates = epoch_rates(chief_log)
     assert len(rates) == 4 and rates == epoch_rates(worker_log)
-    assert worker["lr_restarts"] == chief["lr_restarts"] == 1
-    assert worker["loss_switches"] == chief["loss_switches"] == 1
-    assert worker["val_mse_best"] == chief["val_mse_best"]
 
     # Only the chief wrote: one model, one set of checkpoints, one summary.
     assert "the chief publishes the model" in worker_log
     assert "published the model" in chief_log and "published the model" not in worker_log
     assert CheckpointStore(open_store(output)).committed_epochs()[-1] == 4
+
+
+def test_scalar_logs_are_recognised_with_several_devices_per_worker():
+    # A worker with several GPUs holds its logs as PerReplica values. MultiWorkerMirroredStrategy
+    # uses one CPU per worker, so two logical CPUs under MirroredStrategy stand in for such a
+    # worker's PerReplica values (a real one, made by strategy.run).
+    program = (
+        "from plateau_lstm.distribution import split_cpu; split_cpu(2)\n"
+        "import tensorflow as tf\n"
+        "from plateau_lstm.keras_multi_worker import _rank\n"
+        "cpus = [d.name for d in tf.config.list_logical_devices('CPU')]\n"
+        "strategy = tf.distribute.MirroredStrategy(cpus)\n"
+        "scalar = strategy.run(lambda: tf.constant(1.0))\n"
+        "vector = strategy.run(lambda: tf.constant([1.0, 2.0]))\n"
+        "assert type(scalar).__name__ == 'PerReplica', type(scalar)\n"
+        "plain = tf.constant(3.0)\n"
+        "print(_rank(strategy, scalar), _rank(strategy, vector), _rank(strategy, plain))\n"
+    )
+    result = run([sys.executable, "-c", program])
+    assert result.stdout.split() == ["0", "1", "0"]
 
 
 def test_killed_workers_resume_together_from_the_chiefs_checkpoint(prepared, tmp_path):
@@ -217,6 +257,17 @@ def test_killed_workers_resume_together_from_the_chiefs_checkpoint(prepared, tmp
     assert chief["resumed_from_epoch"] == worker["resumed_from_epoch"] == done
     summary = store.read_json("train_summary.json")
     assert summary["epochs_run"] == 8 and summary["resumed_from_epoch"] == done
+
+    # The same two workers, never killed: the resumed run's epochs are theirs.
+    straight = str(tmp_path / "straight")
+    for code, log, _ in finish(start_workers(prepared, straight, tmp_path, "--epochs", "8")):
+        assert code == 0, log[-3000:]
+    assert history_without_timing(store) == history_without_timing(open_store(straight))
+
+
+def history_without_timing(store) -> list[dict]:
+    rows = list(csv.DictReader(io.StringIO(store.read_text("history.csv"))))
+    return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in rows]
 
 
 def test_multi_worker_without_tf_config_is_one_clear_error(prepared, tmp_path, monkeypatch):
@@ -300,29 +351,36 @@ def test_follow_chief_validates_its_arguments():
 # --- mixed precision --------------------------------------------------------------------------
 
 
-def test_mixed_precision_trains_float16_cudnn_eligible_cells_and_saves_a_float32_model(
-    prepared, tmp_path
-):
+def test_mixed_precision_trains_float16_cudnn_eligible_cells_with_loss_scaling(prepared, tmp_path):
     import keras
     import numpy as np
 
+    from plateau_lstm.config import TrainConfig
     from plateau_lstm.model import lstm_layers
     from plateau_lstm.prepared import load_prepared
+    from plateau_lstm.train import _build_model
 
     output = tmp_path / "model"
     assert main(["train", "--prepared", prepared, "--output", str(output), "--epochs", "2",
                  "--mixed-precision", *TINY, *ONE_REPLICA]) == 0  # fmt: skip
     summary = open_store(str(output)).read_json("train_summary.json")
     assert summary["config"]["mixed_precision"] is True
+    assert summary["optimizer"] == "LossScaleOptimizer"  # Keras' dynamic loss scaling
     assert np.isfinite(summary["val_mse_best"])
 
-    model = keras.saving.load_model(output / "model.keras", safe_mode=True)
-    cells = lstm_layers(model)
+    # What trains: float16 cells that still meet the cuDNN conditions, a float32 output.
+    trained = _build_model(TrainConfig(window=16, mixed_precision=True), 1, [1.0])
+    cells = lstm_layers(trained)
     assert cells and all(layer.dtype_policy.name == "mixed_float16" for layer in cells)
-    for layer in cells:  # the cuDNN conditions, unchanged by the policy
+    for layer in cells:
         config = layer.get_config()
         assert config["activation"] == "tanh" and config["recurrent_activation"] == "sigmoid"
         assert config["recurrent_dropout"] == 0 and not config["unroll"] and config["use_bias"]
+    assert trained.get_layer("forecast").dtype_policy.name == "float32"
+
+    # What is saved and served: float32 throughout, whatever precision it trained in.
+    model = keras.saving.load_model(output / "model.keras", safe_mode=True)
+    assert all(layer.dtype_policy.name == "float32" for layer in lstm_layers(model))
     windows = load_prepared(open_store(prepared)).values[:16][None, :, :]
     forecast = model.predict(windows.astype("float32"), verbose=0)
     assert forecast.dtype == np.float32 and np.isfinite(forecast).all()

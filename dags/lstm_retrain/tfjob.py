@@ -266,7 +266,9 @@ class PlateauLstmTrainOperator(PlateauLstmStepOperator):
                 plural=PLURAL,
                 name=name,
                 namespace=namespace,
-                propagation_policy="Background",  # its pods and Services go with it
+                # Foreground: the TFJob stays until its pods are gone, so a replacement never
+                # starts while an old chief, in its grace period, still commits a checkpoint.
+                propagation_policy="Foreground",
             )
             log.info("Deleted TFJob %s/%s", namespace, name)
         except ApiException as error:

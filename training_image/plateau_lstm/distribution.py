@@ -94,7 +94,9 @@ def choose(name: str) -> Distribution:
         )
     strategy = tf.distribute.MultiWorkerMirroredStrategy(
         communication_options=tf.distribute.experimental.CommunicationOptions(
-            # NCCL between GPUs, rings over gRPC otherwise; AUTO picks.
+            # AUTO: ring all-reduce over gRPC, on the port TF_CONFIG names, the one port the
+            # NetworkPolicy opens between workers. NCCL would be faster between GPU nodes but
+            # needs ephemeral ports open between them.
             implementation=tf.distribute.experimental.CommunicationImplementation.AUTO
         )
     )

@@ -9,8 +9,8 @@ Keras 3's TensorFlow trainer assumes in two places that one process holds every 
    strategy's scope, leaves that step nothing to do, and it is skipped.
 2. Every step averages its logs across replicas with `strategy.reduce("MEAN", v, axis=0)`,
    which fails for the scalar losses and metrics under MultiWorkerMirroredStrategy. Scalars
-   are averaged whole (axis=None) instead; the logs are the same numbers on every replica
-   already (the metrics are synchronised on read), so the average changes nothing.
+   are averaged whole (axis=None) instead: the mean over replicas of each replica's value,
+   what MirroredStrategy computes for them on one machine.
 
 Both are applied only under `--distribution multi-worker`. tests/test_distribution.py trains
 two real workers, so a Keras release that moves either place fails there, not in production.
@@ -45,10 +45,15 @@ def patch_scalar_log_reduction() -> None:
     def reduce_per_replica(values, strategy, reduction):
         if reduction in ("auto", "mean") and is_multi_worker(strategy):
             return tf.nest.map_structure(
-                lambda v: strategy.reduce("MEAN", v, axis=None if v.shape.rank == 0 else 0),
+                lambda v: strategy.reduce("MEAN", v, axis=None if _rank(strategy, v) == 0 else 0),
                 values,
             )
         return original(values, strategy, reduction)
 
     reduce_per_replica.plateau_lstm_patch = True
     tf_trainer.reduce_per_replica = reduce_per_replica
+
+
+def _rank(strategy, value) -> int:
+    # With several devices per worker the value is a PerReplica, whose parts have the rank.
+    return strategy.experimental_local_results(value)[0].shape.rank

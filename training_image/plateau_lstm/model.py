@@ -15,13 +15,22 @@ from plateau_lstm.layers import AddLastTarget, LastStep, SubtractLastStep
 
 
 def build_model(
-    config: ModelConfig, window: int, n_features: int, change_scale=None
+    config: ModelConfig,
+    window: int,
+    n_features: int,
+    change_scale=None,
+    synchronized_batch_norm: bool = False,
 ) -> keras.Model:
     """Build (not compile) the residual LSTM for windows of shape (window, n_features).
 
     With `config.forecast_change` the model sees each window relative to its last step, in
     units of `change_scale` (one per column, the std of changes on train), and predicts the
     target's change in those units; `forecasting_model` turns that back into a forecast.
+
+    `synchronized_batch_norm` (for several replicas) normalizes with the statistics of the
+    global batch instead of each replica's share: the same numbers as one device with the same
+    global batch, and moving statistics that are the same on every replica, so a checkpoint
+    (which holds one replica's) resumes them exactly.
     """
     regularizer = keras.regularizers.L2(config.l2)
     inputs = keras.Input(shape=(window, n_features), name="window")
@@ -45,7 +54,7 @@ def build_model(
             name=f"lstm_{i}",
         )(x)
         skip = LastStep(name=f"lstm_{i}_skip_last")(x) if last_layer else x
-        x = _residual(skip, y, config, name=f"lstm_{i}")
+        x = _residual(skip, y, config, f"lstm_{i}", synchronized_batch_norm)
 
     for i in range(config.dense_layers):
         y = keras.layers.Dense(
@@ -55,7 +64,7 @@ def build_model(
             kernel_regularizer=regularizer,
             name=f"dense_{i}",
         )(x)
-        x = _residual(x, y, config, name=f"dense_{i}")
+        x = _residual(x, y, config, f"dense_{i}", synchronized_batch_norm)
 
     outputs = keras.layers.Dense(
         1, kernel_initializer="glorot_uniform", dtype="float32", name="forecast"
@@ -77,13 +86,16 @@ def forecasting_model(model: keras.Model, config: ModelConfig, change_scale=None
     return keras.Model(model.input, forecast, name="residual_lstm_forecaster")
 
 
-def _residual(skip, y, config: ModelConfig, name: str):
+def _residual(skip, y, config: ModelConfig, name: str, synchronized: bool):
     """y + skip (projected when widths differ), then batch norm and light dropout."""
     if skip.shape[-1] != y.shape[-1]:
         skip = keras.layers.Dense(y.shape[-1], use_bias=False, name=f"{name}_projection")(skip)
     x = keras.layers.Add(name=f"{name}_add")([skip, y])
     x = keras.layers.BatchNormalization(
-        momentum=config.batch_norm_momentum, epsilon=config.batch_norm_epsilon, name=f"{name}_bn"
+        momentum=config.batch_norm_momentum,
+        epsilon=config.batch_norm_epsilon,
+        synchronized=synchronized,
+        name=f"{name}_bn",
     )(x)
     return keras.layers.Dropout(config.dropout, name=f"{name}_dropout")(x)
 

@@ -33,7 +33,12 @@ import numpy as np
 from plateau_lstm.background_uploader import BackgroundUploader, UploadJob
 from plateau_lstm.checkpoints import CheckpointStore, CorruptCheckpoint, LoadedCheckpoint
 from plateau_lstm.config import CheckpointConfig, MetricsConfig, TrainConfig
-from plateau_lstm.distribution import Distribution, choose, scaled_learning_rates
+from plateau_lstm.distribution import (
+    Distribution,
+    broadcast_from_chief,
+    choose,
+    scaled_learning_rates,
+)
 from plateau_lstm.errors import TrainingFailed, UserError
 from plateau_lstm.metrics_export import MetricsExporter
 from plateau_lstm.prepared import PreparedData, load_prepared, sha256_bytes
@@ -80,7 +85,7 @@ def train(
     output = open_store(output_uri)
     if output.exists(SUMMARY):
         done = output.read_json(SUMMARY)
-        if done.get("config") == _jsonable(config.to_dict()):
+        if _with_defaults(done.get("config")) == _jsonable(config.to_dict()):
             log.info(
                 "train: %s already holds a model trained with these options; kept it", output_uri
             )
@@ -116,7 +121,7 @@ def train(
         MetricsExporter(metrics) as exporter,
     ):
         resume = _resume_point(
-            checkpoints, identity, output_uri, os.path.join(scratch, "resume"), placement.is_chief
+            checkpoints, identity, output_uri, os.path.join(scratch, "resume"), placement
         )
         model_dir = os.path.join(scratch, "model")
         os.mkdir(model_dir)
@@ -158,15 +163,40 @@ def _resume_point(
     identity: dict,
     output_uri: str,
     destination: str,
-    is_chief: bool = True,
+    placement: Distribution,
 ) -> LoadedCheckpoint | None:
     """The verified checkpoint to continue from, or None; refuses one of other options/data.
 
-    Every worker reads the chief's checkpoints; only the chief tidies them up.
+    Every worker reads the chief's checkpoints and continues from the epoch the chief chose;
+    only the chief tidies them up.
     """
     found, damaged = checkpoints.load_latest(destination)
+    # Workers that continued from different epochs would wait for each other's collectives
+    # forever (a checkpoint can land between two workers' looks at the store): the chief's
+    # choice counts for everyone.
+    mine = found.epoch if found is not None else 0
+    chief = int(broadcast_from_chief(placement, [float(mine)])[0])
+    if chief != mine:
+        log.warning(
+            "train: %s: the chief resumes from epoch %d, this worker found %d; following the chief",
+            placement.worker,
+            chief,
+            mine,
+        )
+        try:
+            found = checkpoints.load(chief, destination) if chief else None
+        except CorruptCheckpoint as err:
+            raise TrainingFailed(
+                f"{placement.worker} cannot read the checkpoint of epoch {chief} that the chief "
+                f"resumes from ({err}). Start the job again."
+            ) from err
     if found is not None:
         saved = read_state(found.directory)
+        saved = {
+            **saved,
+            "config": _with_defaults(saved.get("config")),
+            "replicas": saved.get("replicas", 1),  # checkpoints from before scale-out
+        }
         differences = _differences({k: saved.get(k) for k in identity}, identity)
         if differences:
             raise UserError(
@@ -177,7 +207,7 @@ def _resume_point(
     # Nothing was written before this point. A damaged checkpoint is trusted no more (this run
     # writes its epoch again), and multipart uploads a killed run left are aborted: no upload
     # of this run has started yet, so none of them can be ours.
-    if not is_chief:
+    if not placement.is_chief:
         return found
     for epoch in damaged:
         checkpoints.withdraw(epoch)
@@ -207,7 +237,7 @@ def _fit(
     from plateau_lstm.callbacks.checkpointer import Checkpointer
     from plateau_lstm.callbacks.follow_chief import FollowChief
     from plateau_lstm.callbacks.prometheus_metrics import PrometheusMetrics
-    from plateau_lstm.model import build_optimizer, forecasting_model
+    from plateau_lstm.model import build_optimizer
     from plateau_lstm.report import write_report
     from plateau_lstm.training_history import TrainingHistory
     from plateau_lstm.training_state import EventLogState
@@ -236,7 +266,7 @@ def _fit(
             step_size=max(1, round(sched.half_cycle_epochs * steps_per_epoch)),
         )
         loss = AdaptiveLoss(order=config.loss_order)
-        model = _build_model(config, len(prepared.columns), scales)
+        model = _build_model(config, len(prepared.columns), scales, placement.replicas > 1)
         # Under mixed_float16 compile wraps the optimizer in Keras' LossScaleOptimizer.
         model.compile(
             optimizer=build_optimizer(config, schedule),
@@ -298,7 +328,7 @@ def _fit(
     if placement.kind == "multi-worker":
         from plateau_lstm.keras_multi_worker import prepare_for_fit
 
-        prepare_for_fit(model, placement.strategy, train_ds)
+        prepare_for_fit(model, placement.strategy, val_ds)
     initial_epoch = 0
     if checkpointing.resume is not None:
         initial_epoch = _restore(
@@ -350,21 +380,10 @@ def _fit(
     steps = int(model.optimizer.iterations.numpy())
     if guard.abort_message:
         raise TrainingFailed(guard.abort_message)
-    if os.path.exists(best_path):
-        model.load_weights(best_path)
-        os.remove(best_path)
-    forecasting_model(model, config.model, scales).save(os.path.join(scratch, MODEL_FILE))
-    _write_csv(os.path.join(scratch, "history.csv"), HISTORY_COLUMNS, history.rows)
-    _write_csv(
-        os.path.join(scratch, "learning_rate.csv"),
-        ("step", "learning_rate"),
-        _lr_trace(restarts, steps),
-    )
-    write_report(scratch, events.events)
 
     val_mse = [row["val_mse"] for row in history.rows if math.isfinite(row["val_mse"])]
     counts = events.counts()
-    return {
+    summary = {
         "config": _jsonable(config.to_dict()),
         "columns": prepared.columns,
         "window": config.window,
@@ -385,10 +404,52 @@ def _fit(
         "replicas": placement.replicas,
         "global_batch_size": global_batch,
         "learning_rate_bounds": [base_lr, max_lr],
+        "optimizer": type(model.optimizer).__name__,  # LossScaleOptimizer under mixed precision
     }
+    if not placement.is_chief:
+        # The chief saves, reports and publishes; a worker that failed at it would fail the job.
+        return summary
+
+    if os.path.exists(best_path):
+        model.load_weights(best_path)
+        os.remove(best_path)
+    _serving_model(model, config, len(prepared.columns), scales, placement.replicas > 1).save(
+        os.path.join(scratch, MODEL_FILE)
+    )
+    _write_csv(os.path.join(scratch, "history.csv"), HISTORY_COLUMNS, history.rows)
+    _write_csv(
+        os.path.join(scratch, "learning_rate.csv"),
+        ("step", "learning_rate"),
+        _lr_trace(restarts, steps),
+    )
+    write_report(scratch, events.events)
+    return summary
 
 
-def _build_model(config: TrainConfig, n_features: int, scales):
+def _serving_model(model, config: TrainConfig, n_features: int, scales, replicated: bool):
+    """The forecaster to save: the plain float32 model, however it was trained.
+
+    Under --mixed-precision the trained layers compute in float16, and on several replicas the
+    batch norms synchronize across them; evaluation or a server on one device should inherit
+    neither, so the weights (float32, the same layout in every case) move into the plain model.
+    """
+    from plateau_lstm.model import forecasting_model
+
+    if config.mixed_precision or replicated:
+        plain = _build_model(dataclasses.replace(config, mixed_precision=False), n_features, scales)
+        plain.set_weights(model.get_weights())
+        model = plain
+    return forecasting_model(model, config.model, scales)
+
+
+def _with_defaults(saved_config):
+    """A stored run's options with the defaults of options it predates (mixed_precision, ...)."""
+    if not isinstance(saved_config, dict):
+        return saved_config
+    return {**_jsonable(TrainConfig().to_dict()), **saved_config}
+
+
+def _build_model(config: TrainConfig, n_features: int, scales, synchronized: bool = False):
     """The residual LSTM, its layers in float16 compute under --mixed-precision.
 
     The policy is global in Keras, so it is set only while the layers are made: they keep it,
@@ -403,7 +464,13 @@ def _build_model(config: TrainConfig, n_features: int, scales):
     if config.mixed_precision:
         keras.config.set_dtype_policy("mixed_float16")
     try:
-        return build_model(config.model, config.window, n_features, change_scale=scales)
+        return build_model(
+            config.model,
+            config.window,
+            n_features,
+            change_scale=scales,
+            synchronized_batch_norm=synchronized,
+        )
     finally:
         keras.config.set_dtype_policy(previous)
 
