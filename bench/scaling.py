@@ -19,6 +19,7 @@ On a CPU, logical devices share the same cores, so efficiency measures what the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -83,7 +84,9 @@ def main() -> None:
         prepared = os.path.join(scratch, "prepared")
         from plateau_lstm.cli import main as cli
 
-        if cli(["-q", "prepare", "--output", prepared, "--window", str(args.window)]) != 0:
+        with contextlib.redirect_stdout(sys.stderr):  # stdout is the table
+            status = cli(["-q", "prepare", "--output", prepared, "--window", str(args.window)])
+        if status != 0:
             sys.exit("prepare failed")
         runs: dict[int, list[dict]] = {n: [] for n in counts}
         for round_ in range(args.rounds):
