@@ -20,53 +20,14 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from harness import compiled_model, plateau_callbacks  # noqa: E402
+
 from plateau_lstm.cli import sample_data_path  # noqa: E402
 from plateau_lstm.config import PrepareConfig, TrainConfig  # noqa: E402
 from plateau_lstm.prepare import prepare  # noqa: E402
 from plateau_lstm.prepared import load_prepared  # noqa: E402
 from plateau_lstm.storage import open_store  # noqa: E402
 from plateau_lstm.windows import change_scales, make_dataset, window_count  # noqa: E402
-
-
-def compiled_model(prepared, config: TrainConfig, steps_per_epoch: int):
-    import keras
-
-    from plateau_lstm.callbacks import AdaptiveLoss, Triangular2Schedule
-    from plateau_lstm.model import build_model, build_optimizer
-
-    keras.utils.set_random_seed(config.seed)
-    scales = change_scales(prepared.values, *prepared.bounds["train"], config.horizon)
-    schedule = Triangular2Schedule(step_size=2 * steps_per_epoch)
-    loss = AdaptiveLoss()
-    model = build_model(config.model, config.window, len(prepared.columns), change_scale=scales)
-    model.compile(
-        optimizer=build_optimizer(config, schedule),
-        loss=loss,
-        metrics=[keras.metrics.MeanSquaredError(name="mse")],
-    )
-    return model, schedule, loss
-
-
-def all_callbacks(schedule, loss, scratch):
-    from plateau_lstm.callbacks import (
-        AdaptiveLossSwitcher,
-        CyclicalLearningRate,
-        EventLog,
-        NanGuard,
-        PlateauDetector,
-    )
-    from plateau_lstm.training_history import TrainingHistory
-
-    events = EventLog(os.path.join(scratch, "events.jsonl"))
-    detector = PlateauDetector(event_log=events)
-    restarts = CyclicalLearningRate(schedule, detector, event_log=events)
-    return [
-        NanGuard(schedule, event_log=events, lr_callback=restarts),
-        detector,
-        restarts,
-        AdaptiveLossSwitcher(loss, detector, event_log=events),
-        TrainingHistory(schedule, loss, detector),
-    ]
 
 
 def main() -> int:
@@ -104,7 +65,8 @@ def main() -> int:
         )
         with_cb, schedule, loss = compiled_model(prepared, config, steps)
         without_cb, _, _ = compiled_model(prepared, config, steps)
-        callbacks = all_callbacks(schedule, loss, scratch)
+        events = os.path.join(scratch, "events.jsonl")
+        callbacks = list(plateau_callbacks(schedule, loss, events).values())
         for model, cbs in ((with_cb, callbacks), (without_cb, [])):  # warm-up: tracing
             model.fit(train, validation_data=val, epochs=1, verbose=0, callbacks=cbs)
 

@@ -30,6 +30,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from harness import compiled_model, plateau_callbacks  # noqa: E402
+
 from plateau_lstm.background_uploader import BackgroundUploader, UploadJob  # noqa: E402
 from plateau_lstm.checkpoints import CheckpointStore, write_manifest  # noqa: E402
 from plateau_lstm.cli import sample_data_path  # noqa: E402
@@ -82,23 +84,9 @@ def epoch_timer():
 
 def fit_once(prepared, config, *, checkpoint_uri: str | None, scratch: str) -> dict:
     """One fit with the plateau callbacks (and a Checkpointer when `checkpoint_uri` is set)."""
-    import keras
-
-    from plateau_lstm.callbacks import (
-        AdaptiveLoss,
-        AdaptiveLossSwitcher,
-        CyclicalLearningRate,
-        EventLog,
-        NanGuard,
-        PlateauDetector,
-        Triangular2Schedule,
-    )
     from plateau_lstm.callbacks.checkpointer import Checkpointer
-    from plateau_lstm.model import build_model, build_optimizer
-    from plateau_lstm.training_history import TrainingHistory
     from plateau_lstm.training_state import EventLogState
 
-    keras.utils.set_random_seed(config.seed)
     scales = change_scales(prepared.values, *prepared.bounds["train"], config.horizon)
     windows = window_count(*prepared.bounds["train"], config.window, config.horizon)
     steps = math.ceil(windows / config.batch_size)
@@ -117,32 +105,16 @@ def fit_once(prepared, config, *, checkpoint_uri: str | None, scratch: str) -> d
             change_scale=float(scales[0]),
         )
 
-    schedule = Triangular2Schedule(step_size=2 * steps)
-    loss = AdaptiveLoss()
-    model = build_model(config.model, config.window, len(prepared.columns), change_scale=scales)
-    model.compile(
-        optimizer=build_optimizer(config, schedule),
-        loss=loss,
-        metrics=[keras.metrics.MeanSquaredError(name="mse")],
+    model, schedule, loss = compiled_model(prepared, config, steps)
+    plateau = plateau_callbacks(
+        schedule, loss, os.path.join(scratch, f"events-{uuid.uuid4().hex}.jsonl")
     )
-    events = EventLog(os.path.join(scratch, f"events-{uuid.uuid4().hex}.jsonl"))
-    detector = PlateauDetector(event_log=events)
-    restarts = CyclicalLearningRate(schedule, detector, event_log=events)
-    switcher = AdaptiveLossSwitcher(loss, detector, event_log=events)
-    guard = NanGuard(schedule, event_log=events, lr_callback=restarts)
-    history = TrainingHistory(schedule, loss, detector)
-    callbacks = [guard, detector, restarts, switcher, history]
+    callbacks = list(plateau.values())
     uploader = None
     if checkpoint_uri is not None:
         uploader = BackgroundUploader()
-        stateful = {
-            "nan_guard": guard,
-            "plateau_detector": detector,
-            "cyclical_learning_rate": restarts,
-            "adaptive_loss_switcher": switcher,
-            "training_history": history,
-            "events": EventLogState(events),
-        }
+        events = plateau["nan_guard"].event_log
+        stateful = {**plateau, "events": EventLogState(events)}
         callbacks.append(
             Checkpointer(
                 CheckpointStore(open_store(checkpoint_uri)),

@@ -30,6 +30,8 @@ import urllib.request
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from harness import compiled_model, plateau_callbacks  # noqa: E402
+
 from plateau_lstm.cli import sample_data_path  # noqa: E402
 from plateau_lstm.config import MetricsConfig, PrepareConfig, TrainConfig  # noqa: E402
 from plateau_lstm.metrics import JOB  # noqa: E402
@@ -101,41 +103,6 @@ def timed_callback_class():
     return TimedPrometheusMetrics
 
 
-def build(prepared, config: TrainConfig, steps_per_epoch: int, scratch: str):
-    import keras
-
-    from plateau_lstm.callbacks import (
-        AdaptiveLoss,
-        AdaptiveLossSwitcher,
-        CyclicalLearningRate,
-        EventLog,
-        NanGuard,
-        PlateauDetector,
-        Triangular2Schedule,
-    )
-    from plateau_lstm.model import build_model, build_optimizer
-    from plateau_lstm.training_history import TrainingHistory
-
-    keras.utils.set_random_seed(config.seed)
-    scales = change_scales(prepared.values, *prepared.bounds["train"], config.horizon)
-    schedule = Triangular2Schedule(step_size=2 * steps_per_epoch)
-    loss = AdaptiveLoss()
-    model = build_model(config.model, config.window, len(prepared.columns), change_scale=scales)
-    model.compile(
-        optimizer=build_optimizer(config, schedule),
-        loss=loss,
-        metrics=[keras.metrics.MeanSquaredError(name="mse")],
-    )
-    events = EventLog(os.path.join(scratch, "events.jsonl"))
-    detector = PlateauDetector(event_log=events)
-    restarts = CyclicalLearningRate(schedule, detector, event_log=events)
-    switcher = AdaptiveLossSwitcher(loss, detector, event_log=events)
-    guard = NanGuard(schedule, event_log=events, lr_callback=restarts)
-    plateau_callbacks = [guard, detector, restarts, switcher]
-    plateau_callbacks.append(TrainingHistory(schedule, loss, detector))
-    return model, plateau_callbacks
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
@@ -166,7 +133,9 @@ def main() -> int:
             val = make_dataset(
                 prepared.values, *prepared.bounds["val"], change_scale=scale, **common
             )
-            model, plateau_callbacks = build(prepared, config, steps, scratch)
+            model, schedule, loss = compiled_model(prepared, config, steps)
+            events = os.path.join(scratch, "events.jsonl")
+            plateau = plateau_callbacks(schedule, loss, events)
             exporter = MetricsExporter(
                 MetricsConfig(
                     port=metrics_port,
@@ -177,16 +146,16 @@ def main() -> int:
             )
             exporter.start()
             scrape_every_second(f"http://127.0.0.1:{metrics_port}/metrics", stop)
-            detector, restarts, switcher, guard = (plateau_callbacks[i] for i in (1, 2, 3, 0))
             TimedPrometheusMetrics = timed_callback_class()  # noqa: N806 - a class
             metrics = TimedPrometheusMetrics(
                 exporter,
-                detector=detector,
-                lr_callback=restarts,
-                loss_switcher=switcher,
-                nan_guard=guard,
+                detector=plateau["plateau_detector"],
+                lr_callback=plateau["cyclical_learning_rate"],
+                loss_switcher=plateau["adaptive_loss_switcher"],
+                nan_guard=plateau["nan_guard"],
             )
-            arms = {"with": [*plateau_callbacks, metrics], "without": plateau_callbacks}
+            without = list(plateau.values())
+            arms = {"with": [*without, metrics], "without": without}
             for callbacks in arms.values():  # warm-up: tracing, first pushes
                 model.fit(train, validation_data=val, epochs=1, verbose=0, callbacks=callbacks)
 
