@@ -142,11 +142,21 @@ def read_only_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         "plateau-lstm train --prepared /tmp/run/prepared --output /tmp/run/model "
         "--epochs 1 --window 16 --lstm-layers 1 --lstm-units 8 --dense-units 8 --verbose 0"
     )
-    namespace = (
-        "mount --make-rprivate / && "
-        f"mount --bind {scratch} /tmp && "
-        "mount -o remount,bind,ro / && "
-        f"cd {final('WORKDIR')[-1]} && exec sh -c '{steps}'"
+    # A checkout (or virtual environment) that itself lives under /tmp would vanish under the
+    # pod's /tmp: it is bound into the new /tmp at its own path, read-only like the rest.
+    kept = _under_tmp(REPO, Path(sys.prefix))
+    for path in kept:
+        (scratch / path.relative_to("/tmp")).mkdir(parents=True, exist_ok=True)
+    namespace = " && ".join(
+        [
+            "mount --make-rprivate /",
+            *(f"mount --bind {p} {scratch / p.relative_to('/tmp')}" for p in kept),
+            f"mount --rbind {scratch} /tmp",
+            "mount -o remount,bind,ro /",
+            *(f"mount -o remount,bind,ro /tmp/{p.relative_to('/tmp')}" for p in kept),
+            f"cd {final('WORKDIR')[-1]}",
+            f"exec sh -c '{steps}'",
+        ]
     )
     result = subprocess.run(
         ["unshare", "--mount", "sh", "-c", namespace],
@@ -177,6 +187,12 @@ def test_the_root_filesystem_really_is_read_only_in_the_run(tmp_path: Path) -> N
     )
     assert probe.returncode != 0 and "Read-only file system" in probe.stderr
     assert not (REPO / ".read-only-probe").exists()
+
+
+def _under_tmp(*paths: Path) -> list[Path]:
+    """Those of `paths` inside /tmp, leaving out any inside another."""
+    inside = sorted({p.resolve() for p in paths if p.resolve().is_relative_to("/tmp")})
+    return [p for p in inside if not any(p != q and p.is_relative_to(q) for q in inside)]
 
 
 def test_the_cli_trains_with_only_tmp_writable(read_only_run) -> None:
