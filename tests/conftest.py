@@ -219,6 +219,16 @@ class SeaweedFS:
 
 
 @pytest.fixture(scope="session")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The bundled weekly CO2 series, prepared for windows of 16; the tests only read it."""
+    from plateau_lstm.cli import main
+
+    path = tmp_path_factory.mktemp("data") / "prepared"
+    assert main(["prepare", "--output", str(path), "--window", "16"]) == 0
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
     """A running SeaweedFS S3 server for the whole session (see `SeaweedFS`)."""
     server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))

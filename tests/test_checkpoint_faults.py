@@ -40,13 +40,6 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("data") / "prepared"
-    assert main(["prepare", "--output", str(path), "--window", "16"]) == 0
-    return str(path)
-
-
 def wait_for(condition, timeout: float, what: str, child=None, explain=None) -> None:
     """Poll `condition`; fail at once if `child` exits first, with `explain()` in the message."""
     deadline = time.monotonic() + timeout

@@ -57,13 +57,6 @@ SINGLE_WORKER_TOLERANCE = 0.05  # relative, on the best validation MSE after 4 e
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("data") / "prepared"
-    assert main(["prepare", "--output", str(path), "--window", "16"]) == 0
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def single_worker(prepared, tmp_path_factory) -> dict:
     output = tmp_path_factory.mktemp("single") / "model"
     run([CLI, "train", "--prepared", prepared, "--output", str(output), "--epochs", "4",

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from plateau_lstm.checkpoints import COMMITTED, CheckpointStore
 from plateau_lstm.cli import main
@@ -47,13 +46,6 @@ TINY = [
     "--verbose",
     "2",
 ]
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("data") / "prepared"
-    assert main(["prepare", "--output", str(path), "--window", "16"]) == 0
-    return str(path)
 
 
 def train_command(prepared: str, output: str, *extra: str) -> list[str]:
